@@ -1,0 +1,28 @@
+"""Backends: each serializes a RuleSet for one tool behind the :class:`Backend` protocol."""
+
+from __future__ import annotations
+
+from egress_rules.backends.base import Backend, Output
+from egress_rules.backends.iproute import IprouteBackend
+from egress_rules.backends.ipset import IpsetBackend
+from egress_rules.backends.iptables import IptablesBackend
+from egress_rules.model.addresses import Family
+from egress_rules.model.ruleset import RuleSet
+
+BACKENDS: dict[str, Backend] = {
+    "iptables": IptablesBackend(Family.IPV4),
+    "ip6tables": IptablesBackend(Family.IPV6),
+    "ipset": IpsetBackend(),
+    "iproute": IprouteBackend(),
+}
+
+# The order outputs must be applied in: sets before the rules that name them.
+APPLY_ORDER = ("ipset", "iptables", "ip6tables", "iproute")
+
+
+def render_all(ruleset: RuleSet, formats: tuple[str, ...] = APPLY_ORDER) -> tuple[Output, ...]:
+    """Every output of ``formats`` for ``ruleset``, in apply order. Nothing is returned if any backend fails."""
+    return tuple(output for name in formats for output in BACKENDS[name].render(ruleset))
+
+
+__all__ = ["APPLY_ORDER", "BACKENDS", "Backend", "Output", "render_all"]

@@ -1,0 +1,1 @@
+"""The ``egress-rules`` command line."""

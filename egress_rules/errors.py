@@ -1,0 +1,97 @@
+"""The library's one error family.
+
+Every failure caused by the caller's input is an :class:`EgressRulesError`. Each
+subclass names the offending object (``subject``) so that a node agent can report
+it without parsing the message. No function that raises one of these returns or
+leaves behind partial output.
+"""
+
+from __future__ import annotations
+
+
+class EgressRulesError(Exception):
+    """Base class of every error the library raises on purpose.
+
+    ``subject`` names the object at fault ("policy default/web", "node node-a",
+    "config.mark_layout"); ``detail`` says what is wrong with it.
+    """
+
+    def __init__(self, subject: str, detail: str) -> None:
+        self.subject = subject
+        self.detail = detail
+        super().__init__(f"{subject}: {detail}")
+
+    def within(self, context: str) -> EgressRulesError:
+        """The same error with ``context`` (a path such as ``policies[2]``) before its subject."""
+        self.subject = f"{context}: {self.subject}"
+        self.args = (f"{self.subject}: {self.detail}",)
+        return self
+
+
+class InvalidInputError(EgressRulesError, ValueError):
+    """The cluster state or the configuration is malformed."""
+
+
+class InvalidAddressError(InvalidInputError):
+    """A string is not a valid IP address or CIDR."""
+
+
+class FamilyMismatchError(InvalidInputError):
+    """An address of one family was given where the other is required."""
+
+
+class InvalidNameError(InvalidInputError):
+    """A name breaks the Kubernetes name rules or would break an output's syntax."""
+
+
+class DuplicateError(InvalidInputError):
+    """Two objects claim the same identity (policy key, node name, tunnel IP)."""
+
+
+class UnknownNodeError(InvalidInputError):
+    """A node is referenced that the cluster state does not contain."""
+
+
+class EIPNotServableError(InvalidInputError):
+    """A policy's egress IP uses a family that the policy cannot be routed in."""
+
+
+class ConfigError(InvalidInputError):
+    """The configuration is inconsistent."""
+
+
+class MarkLayoutError(ConfigError):
+    """The node-mark layout does not fit 32 bits or overlaps itself or the keep mark."""
+
+
+class MarkConflictError(ConfigError):
+    """Mark bits collide: with other software's bits, or two nodes share a mark."""
+
+
+class AllocationError(EgressRulesError):
+    """An allocator cannot satisfy a request."""
+
+
+class MarkExhaustedError(AllocationError):
+    """Every node-mark value of the layout is taken."""
+
+
+class TableExhaustedError(AllocationError):
+    """Every routing table of the configured range is taken on this node."""
+
+
+class NameCollisionError(EgressRulesError):
+    """Two distinct objects hash to the same kernel object name."""
+
+
+class UnsupportedError(EgressRulesError):
+    """A backend cannot express part of the rule set faithfully."""
+
+
+class ParseError(EgressRulesError):
+    """Observed-state text could not be parsed; ``subject`` names the source and line."""
+
+    def __init__(self, subject: str, detail: str, line: int | None = None) -> None:
+        self.line = line
+        where = f"{subject} line {line}" if line is not None else subject
+        super().__init__(where, detail)

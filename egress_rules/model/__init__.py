@@ -1,0 +1,1 @@
+"""Data: the compiler's input (cluster state, config) and output (RuleSet)."""

@@ -1,0 +1,35 @@
+"""Golden files: every backend's output for every scenario and node.
+
+Regenerate with ``pytest tests/test_goldens.py --update-goldens`` and review the diff.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from egress_rules.backends import render_all
+from egress_rules.compiler import compile
+from tests.scenarios import SCENARIOS
+
+GOLDENS = Path(__file__).parent / "goldens"
+NODES = ("node-a", "node-b", "node-c")
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+@pytest.mark.parametrize("node", NODES)
+def test_golden(scenario: str, node: str, update_goldens: bool) -> None:
+    outputs = render_all(compile(SCENARIOS[scenario](), node))
+    directory = GOLDENS / scenario / node
+    if update_goldens:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.iterdir():
+            stale.unlink()
+        for output in outputs:
+            (directory / output.name).write_text(output.text)
+        return
+    expected = sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    assert sorted(o.name for o in outputs) == expected, "outputs differ from goldens; run with --update-goldens"
+    for output in outputs:
+        assert output.text == (directory / output.name).read_text(), f"{scenario}/{node}/{output.name}"
