@@ -175,6 +175,18 @@ class Provenance:
 
 
 @attrs.frozen
+class RuleBody:
+    """What a rule does in the kernel: matches, action and comment, without provenance.
+
+    Two rules with equal bodies are the same kernel rule; the planner compares bodies.
+    """
+
+    matches: tuple[Match, ...]
+    action: Action
+    comment: str
+
+
+@attrs.frozen
 class Rule:
     """Matches (all must hold), one action, and the comment that marks it as ours."""
 
@@ -182,6 +194,10 @@ class Rule:
     action: Action
     comment: str
     provenance: Provenance
+
+    @property
+    def body(self) -> RuleBody:
+        return RuleBody(self.matches, self.action, self.comment)
 
 
 @attrs.frozen

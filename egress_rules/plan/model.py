@@ -1,0 +1,222 @@
+"""A plan: the typed operations that turn what a node has into what it should have.
+
+Operations are data; :mod:`egress_rules.plan.render` writes them for the tools.
+Positions in iptables operations are 1-based and valid at the moment the
+operation runs (``iptables-restore`` applies a table block's lines in order).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from egress_rules.model.addresses import Cidr, Family
+from egress_rules.model.ruleset import IPRule, IPSet, NetfilterTable, Route, Rule
+
+# ---------------------------------------------------------------- iptables
+
+
+@attrs.frozen
+class CreateChain:
+    chain: str
+
+
+@attrs.frozen
+class AppendRule:
+    chain: str
+    rule: Rule
+
+
+@attrs.frozen
+class InsertRule:
+    chain: str
+    position: int
+    rule: Rule
+
+
+@attrs.frozen
+class ReplaceRule:
+    chain: str
+    position: int
+    rule: Rule
+
+
+@attrs.frozen
+class DeleteRule:
+    chain: str
+    position: int
+
+
+@attrs.frozen
+class FlushChain:
+    chain: str
+
+
+@attrs.frozen
+class DeleteChain:
+    chain: str
+
+
+TableOp = CreateChain | AppendRule | InsertRule | ReplaceRule | DeleteRule | FlushChain | DeleteChain
+
+
+@attrs.frozen
+class TableDelta:
+    """Operations on one iptables table, applied in order and committed atomically."""
+
+    table: NetfilterTable
+    ops: tuple[TableOp, ...]
+
+
+@attrs.frozen
+class IptablesDelta:
+    family: Family
+    tables: tuple[TableDelta, ...]
+
+
+# ---------------------------------------------------------------- ipset
+
+
+@attrs.frozen
+class CreateSet:
+    """Create a set that does not exist yet and fill it (it is not referenced yet, so no swap is needed)."""
+
+    ipset: IPSet
+
+
+@attrs.frozen
+class ReplaceSet:
+    """Fill a scratch set and swap it in: for sets whose type, family or size limit must change."""
+
+    ipset: IPSet
+
+
+@attrs.frozen
+class AddMembers:
+    name: str
+    members: tuple[Cidr, ...]
+
+
+@attrs.frozen
+class DeleteMembers:
+    name: str
+    members: tuple[Cidr, ...]
+
+
+@attrs.frozen
+class DestroySet:
+    name: str
+
+
+SetOp = CreateSet | ReplaceSet | AddMembers | DeleteMembers | DestroySet
+
+# ---------------------------------------------------------------- iproute
+
+
+@attrs.frozen
+class AddIPRule:
+    rule: IPRule
+
+
+@attrs.frozen
+class DeleteIPRule:
+    """Delete our rule with these selectors."""
+
+    family: Family
+    priority: int
+    mark: int | None
+    mask: int | None
+    table: int | None
+    protocol: int
+
+
+@attrs.frozen
+class ReplaceRoute:
+    route: Route
+
+
+@attrs.frozen
+class DeleteRoute:
+    family: Family
+    table: int
+    destination: Cidr
+    protocol: int
+
+
+RouteOp = AddIPRule | DeleteIPRule | ReplaceRoute | DeleteRoute
+
+
+@attrs.frozen
+class RouteDelta:
+    family: Family
+    ops: tuple[RouteOp, ...]
+
+
+# ---------------------------------------------------------------- conntrack and drift
+
+
+@attrs.frozen(order=True)
+class ConntrackFlush:
+    """Delete conntrack entries whose original direction goes from ``source`` to ``destination`` (any if None).
+
+    Such flows were decided by a rule that changed: without the flush they keep
+    their old NAT binding (or none, and leak the pod's own address).
+    """
+
+    family: Family
+    source: Cidr
+    destination: Cidr | None
+
+    def argv(self) -> tuple[str, ...]:
+        args = ["conntrack", "-D", "-f", "ipv4" if self.family is Family.IPV4 else "ipv6"]
+        args += _address_args("-s", "--mask-src", self.source)
+        if self.destination is not None:
+            args += _address_args("-d", "--mask-dst", self.destination)
+        return tuple(args)
+
+
+def _address_args(flag: str, mask_flag: str, cidr: Cidr) -> list[str]:
+    if cidr.is_host:
+        return [flag, cidr.address]
+    mask = Cidr(cidr.family, ((1 << cidr.family.bits) - 1) ^ cidr.hostmask, cidr.family.bits)
+    return [flag, cidr.address, mask_flag, mask.address]
+
+
+class DriftKind(enum.Enum):
+    MISSING = "missing"
+    EXTRA = "extra"
+    MODIFIED = "modified"
+    MISORDERED = "misordered"
+    DUPLICATE = "duplicate"
+
+
+@attrs.frozen(order=True)
+class Drift:
+    """One difference between the node and the desired state, and why it matters."""
+
+    kind: DriftKind = attrs.field(order=lambda k: k.value)
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.subject}: {self.detail}"
+
+
+@attrs.frozen
+class Plan:
+    """Everything to do on one node, in apply order: sets before, iptables, routing, sets after, conntrack."""
+
+    node: str
+    sets_before: tuple[SetOp, ...]
+    iptables: tuple[IptablesDelta, ...]
+    routing: tuple[RouteDelta, ...]
+    sets_after: tuple[SetOp, ...]
+    conntrack: tuple[ConntrackFlush, ...]
+    drift: tuple[Drift, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.sets_before or self.sets_after or self.conntrack
+                    or any(t.ops for d in self.iptables for t in d.tables) or any(d.ops for d in self.routing))
