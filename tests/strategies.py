@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from egress_rules.model.cluster import ClusterCIDRs, ClusterState, EgressIP, Endpoint, Node, Policy
 
 CLUSTER = ClusterCIDRs(
-    pod=("10.244.0.0/16", "fd00:244::/48"),
+    pod=("10.244.0.0/16", "fd00:244::/32"),
     service=("10.96.0.0/12", "fd00:96::/108"),
     node=("192.0.2.0/28", "2001:db8:1::/124"),
 )

@@ -62,7 +62,7 @@ def test_owned_names_verify_and_fit(namespace: str, name: str) -> None:
 
 def test_foreign_name_with_our_prefix_is_not_owned() -> None:
     # The upstream agent's naming: prefix + 17 hex digits of sha1, exactly 31 characters.
-    assert not is_owned_name("egress-src4-0123456789abcdef0123", "egress-src4-", "egress-rules", 31)
+    assert not is_owned_name("egress-src4-0123456789abcdef012", "egress-src4-", "egress-rules", 31)
     assert not is_owned_name("egress-src4-short", "egress-src4-", "egress-rules", 31)
 
 

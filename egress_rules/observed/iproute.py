@@ -71,7 +71,8 @@ def _hex(value: object, source: str, index: int) -> int | None:
         raise ParseError(source, f"entry {index}: bad number {value!r}") from None
 
 
-def parse_ip_rules(text: str, family: Family, ownership: Ownership, source: str = "ip -j rule") -> tuple[ObservedIPRule, ...]:
+def parse_ip_rules(text: str, family: Family, ownership: Ownership,
+                   source: str = "ip -j rule") -> tuple[ObservedIPRule, ...]:
     rules = []
     for index, item in enumerate(_load(text, source)):
         if "priority" not in item:
@@ -85,19 +86,31 @@ def parse_ip_rules(text: str, family: Family, ownership: Ownership, source: str 
             mask = 0xFFFFFFFF
         other = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in item.items()
                              if k not in ("priority", "fwmark", "fwmask", "table", "protocol")))
+        protocol = item.get("protocol")
         rules.append(ObservedIPRule(family, priority, mark, mask, _table(item.get("table")),
-                                    protocol_number(item.get("protocol")), ownership.owns_protocol(item.get("protocol")),
-                                    other))
+                                    protocol_number(protocol), ownership.owns_protocol(protocol), other))
     return tuple(rules)
+
+
+def _family_of(item: dict[str, Any]) -> Family | None:
+    for key in ("dst", "gateway", "prefsrc"):
+        value = item.get(key)
+        if isinstance(value, str) and value != "default":
+            return Family.IPV6 if ":" in value else Family.IPV4
+    return None
 
 
 def parse_ip_routes(text: str, family: Family, ownership: Ownership,
                     source: str = "ip -j route show table all") -> tuple[ObservedRoute, ...]:
+    """Routes of one family. ``ip route show table all`` mixes families: read it with ``ip -4``/``ip -6``."""
     routes = []
     for index, item in enumerate(_load(text, source)):
         dst = item.get("dst")
         if not isinstance(dst, str):
             raise ParseError(source, f"entry {index}: no destination")
+        if _family_of(item) not in (None, family):
+            raise ParseError(source, f"entry {index} ({dst}) is not {family.label}; read routes with "
+                             f"'ip -{family.value} -j route show table all'")
         owned = ownership.owns_protocol(item.get("protocol"))
         destination: Cidr | None
         if dst == "default":

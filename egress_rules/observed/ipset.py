@@ -7,6 +7,8 @@ foreign sets keep only their name, type and member count. ``initval`` and
 
 from __future__ import annotations
 
+import itertools
+
 import attrs
 
 from egress_rules.errors import InvalidAddressError, ParseError
@@ -47,7 +49,7 @@ def parse_ipset_save(text: str, ownership: Ownership, source: str = "ipset save"
             if name in headers:
                 raise ParseError(source, f"set {name} created twice", number)
             family = maxelem = None
-            for key, value in zip(options, options[1:]):
+            for key, value in itertools.pairwise(options):
                 if key == "family":
                     family = _FAMILIES.get(value)
                 elif key == "maxelem" and value.isdigit():

@@ -40,8 +40,8 @@ from egress_rules.model.ruleset import (
     SetMatch,
     Snat,
 )
-from egress_rules.observed.iptables import IptablesDump, SavedChain, SavedRule, SavedTable
 from egress_rules.observed.ipset import ObservedSet
+from egress_rules.observed.iptables import IptablesDump, SavedChain, SavedRule, SavedTable
 from egress_rules.observed.state import ObservedState
 from egress_rules.plan.model import (
     AddIPRule,

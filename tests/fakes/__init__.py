@@ -10,4 +10,4 @@ from tests.fakes.ipset import FakeIpset, ToolError
 from tests.fakes.iptables import FakeIptables
 from tests.fakes.node import FakeNode
 
-__all__ = ["FakeIpset", "FakeIproute", "FakeIptables", "FakeNode", "ToolError"]
+__all__ = ["FakeIproute", "FakeIpset", "FakeIptables", "FakeNode", "ToolError"]

@@ -58,7 +58,7 @@ class FakeRoute:
 
 
 def _words_to_options(words: list[str]) -> dict[str, str]:
-    return dict(zip(words[::2], words[1::2]))
+    return dict(zip(words[::2], words[1::2], strict=False))
 
 
 class FakeIproute:
@@ -109,18 +109,18 @@ class FakeIproute:
             options = _words_to_options(words[3:])
             table = options.get("table", "main")
             routes = self.routes[family]
-            same = [r for r in routes if r.table == table and r.dst == dst]
+            same_routes = [r for r in routes if r.table == table and r.dst == dst]
             if words[1] == "replace":
                 if options.get("dev") not in self.devices:
                     raise ToolError(f"Cannot find device \"{options.get('dev')}\"")
-                for old in same:
+                for old in same_routes:
                     routes.remove(old)
                 routes.append(FakeRoute(table, dst, options.get("via"), options.get("dev"),
                                         options.get("proto", "boot")))
             else:
-                if not same:
+                if not same_routes:
                     raise ToolError("RTNETLINK answers: No such process")
-                routes.remove(same[0])
+                routes.remove(same_routes[0])
         else:
             raise ToolError(f'Object "{words[0]}" is unknown or the command is not supported')
 

@@ -45,7 +45,7 @@ class FakeIpset:
         if len(name) > 31:
             raise ToolError(f"setname '{name}' is longer than 31 characters")
         if command == "create":
-            options = dict(zip(words[3::2], words[4::2]))
+            options = dict(zip(words[3::2], words[4::2], strict=False))
             new = FakeSet(words[2], options.get("family", "inet"), int(options.get("hashsize", 1024)),
                           int(options.get("maxelem", 65536)), set())
             old = self.sets.get(name)

@@ -5,8 +5,14 @@ from __future__ import annotations
 from egress_rules.backends.base import Output
 from egress_rules.model.addresses import Family
 from egress_rules.model.config import Config
-from egress_rules.observed import ObservedState, Ownership, parse_ip_routes, parse_ip_rules, parse_ipset_save
-from egress_rules.observed import parse_iptables_save
+from egress_rules.observed import (
+    ObservedState,
+    Ownership,
+    parse_ip_routes,
+    parse_ip_rules,
+    parse_ipset_save,
+    parse_iptables_save,
+)
 from tests.fakes.iproute import FakeIproute
 from tests.fakes.ipset import FakeIpset, ToolError
 from tests.fakes.iptables import FakeIptables
