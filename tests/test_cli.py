@@ -17,7 +17,8 @@ from tests import scenarios
 def test_demo_prints_every_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == EXIT_OK
     out = capsys.readouterr().out
-    for name in ("ipset.restore", "iptables.rules", "ip6tables.rules", "iproute-v4.batch", "iproute-v6.batch"):
+    for name in ("ipset.restore", "iptables.rules", "ip6tables.rules", "iproute-v4.batch", "iproute-v6.batch",
+                 "nftables.json"):
         assert f"# ==> {name} " in out
     assert "*mangle" in out and "swap egress-tmp-v4" in out and "route replace default via 172.31.0.2" in out
 
@@ -27,7 +28,8 @@ def test_compile_writes_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     state.write_text(json.dumps(dump_input(CompileInput(scenarios.dual_stack()))))
     assert main(["compile", "--state", str(state), "--node", "node-a", "--out", str(tmp_path / "out")]) == EXIT_OK
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["ip6tables.rules", "iproute-v4.batch", "iproute-v6.batch", "ipset.restore", "iptables.rules"]
+    assert names == ["ip6tables.rules", "iproute-v4.batch", "iproute-v6.batch", "ipset.restore", "iptables.rules",
+                     "nftables.json"]
     assert "iptables-restore --noflush" in capsys.readouterr().out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from egress_rules.backends import render_all
+from egress_rules.backends import APPLY_ORDER, render_all
 from egress_rules.compiler import compile
 from tests.scenarios import SCENARIOS
 
@@ -20,7 +20,7 @@ NODES = ("node-a", "node-b", "node-c")
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("node", NODES)
 def test_golden(scenario: str, node: str, update_goldens: bool) -> None:
-    outputs = render_all(compile(SCENARIOS[scenario](), node))
+    outputs = render_all(compile(SCENARIOS[scenario](), node), (*APPLY_ORDER, "nft"))
     directory = GOLDENS / scenario / node
     if update_goldens:
         directory.mkdir(parents=True, exist_ok=True)

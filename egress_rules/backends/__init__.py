@@ -6,6 +6,7 @@ from egress_rules.backends.base import Backend, Output
 from egress_rules.backends.iproute import IprouteBackend
 from egress_rules.backends.ipset import IpsetBackend
 from egress_rules.backends.iptables import IptablesBackend
+from egress_rules.backends.nftables import NftablesBackend
 from egress_rules.model.addresses import Family
 from egress_rules.model.ruleset import RuleSet
 
@@ -14,10 +15,13 @@ BACKENDS: dict[str, Backend] = {
     "ip6tables": IptablesBackend(Family.IPV6),
     "ipset": IpsetBackend(),
     "iproute": IprouteBackend(),
+    "nft": NftablesBackend(),
 }
 
-# The order outputs must be applied in: sets before the rules that name them.
+# The iptables datapath, in the order its outputs must be applied: sets before the rules that name them.
 APPLY_ORDER = ("ipset", "iptables", "ip6tables", "iproute")
+# The same datapath with nftables in place of iptables and ipset.
+NFT_APPLY_ORDER = ("nft", "iproute")
 
 
 def render_all(ruleset: RuleSet, formats: tuple[str, ...] = APPLY_ORDER) -> tuple[Output, ...]:
@@ -25,4 +29,4 @@ def render_all(ruleset: RuleSet, formats: tuple[str, ...] = APPLY_ORDER) -> tupl
     return tuple(output for name in formats for output in BACKENDS[name].render(ruleset))
 
 
-__all__ = ["APPLY_ORDER", "BACKENDS", "Backend", "Output", "render_all"]
+__all__ = ["APPLY_ORDER", "BACKENDS", "NFT_APPLY_ORDER", "Backend", "Output", "render_all"]

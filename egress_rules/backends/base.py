@@ -15,11 +15,16 @@ from egress_rules.model.ruleset import RuleSet
 
 @attrs.frozen
 class Output:
-    """One file to apply: its conventional file name, the command that applies it, and its text."""
+    """One file to apply: its conventional file name, the command that applies it, and its text.
+
+    ``notes`` are warnings the caller should see: where the tool cannot express
+    the datapath exactly as the model says, the backend says so here.
+    """
 
     name: str
     command: str
     text: str
+    notes: tuple[str, ...] = ()
 
 
 class Backend(Protocol):

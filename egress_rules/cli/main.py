@@ -22,11 +22,12 @@ EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 
-FORMATS = (*APPLY_ORDER, "all")
+ALL_FORMATS = (*APPLY_ORDER, "nft")
+FORMATS = (*ALL_FORMATS, "all")
 
 
 def _formats(value: str) -> tuple[str, ...]:
-    return APPLY_ORDER if value == "all" else (value,)
+    return ALL_FORMATS if value == "all" else (value,)
 
 
 def _emit(outputs: Sequence[Output], out_dir: Path | None) -> None:
@@ -44,7 +45,7 @@ def _compile_and_emit(item: CompileInput, node: str, fmt: str, out_dir: Path | N
     ruleset = compile(item.state, node, item.config, marks=item.mark_allocator(),
                       tables=item.table_allocator(node))
     outputs = render_all(ruleset, _formats(fmt))
-    for warning in ruleset.warnings:
+    for warning in (*ruleset.warnings, *(note for output in outputs for note in output.notes)):
         sys.stderr.write(f"egress-rules: warning: {warning}\n")
     _emit(outputs, out_dir)
 
@@ -63,18 +64,19 @@ def _read_json(path: str) -> object:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="egress-rules",
-        description="Compile Kubernetes egress-gateway policies into iptables, ipset and ip-rule text for one node. "
-                    "Nothing is applied: the outputs are printed (or written with --out) for you to apply, "
-                    "in the order ipset, iptables, ip6tables, iproute.",
+        description="Compile Kubernetes egress-gateway policies into iptables, ipset, nftables and ip-rule text for "
+                    "one node. Nothing is applied: the outputs are printed (or written with --out) for you to "
+                    "apply, either ipset + iptables + ip6tables + iproute, or nft + iproute.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--format", choices=FORMATS, default="all",
-                       help="which output to produce (default: all, in apply order)")
+                       help="which output to produce (default: all). Apply ONE datapath: ipset, iptables, "
+                            "ip6tables, iproute in that order; or nft, then iproute")
         p.add_argument("--out", type=Path, metavar="DIR",
                        help="write one file per output into DIR (names: ipset.restore, iptables.rules, "
-                            "ip6tables.rules, iproute-v4.batch, iproute-v6.batch) instead of printing")
+                            "ip6tables.rules, iproute-v4.batch, iproute-v6.batch, nftables.json) instead of printing")
 
     demo = sub.add_parser("demo", help="compile the built-in three-node dual-stack demo cluster",
                           description="Compile the built-in demo cluster (nodes node-a, node-b, node-c; four "

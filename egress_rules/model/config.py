@@ -22,6 +22,7 @@ from egress_rules.model.names import (
     validate_chain_prefix,
     validate_ifname,
     validate_marker,
+    validate_nft_name,
     validate_set_prefix,
 )
 
@@ -228,6 +229,9 @@ class Config:
     owner: str = attrs.field(default="egress-rules", validator=lambda _i, _a, v: validate_marker(v, "config.owner"))
     other_mark_users: frozenset[MarkUser] = attrs.field(default=frozenset(), converter=_mark_users)
     reserved_mark_bits: int = attrs.field(default=0, validator=_int_in(0, MARK_MAX, "reserved_mark_bits"))
+    # The nftables table (one per family) the nft backend owns entirely.
+    nft_table: str = attrs.field(
+        default="egress_rules", validator=lambda _i, _a, v: validate_nft_name(v, "config.nft_table"))
     # ipset's default maxelem; larger sets get a larger maxelem, up to this bound.
     ipset_maxelem_limit: int = attrs.field(default=1 << 24, validator=_int_in(65536, 1 << 28, "ipset_maxelem_limit"))
 

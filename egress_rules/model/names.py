@@ -33,6 +33,11 @@ _CHAIN_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9_.-]*\Z")
 _SET_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9_.-]*\Z")
 _IFNAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _MARKER_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_NFT_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*\Z")
+# Names that parse as keywords break ``nft list`` and text reloads (they work in JSON only).
+_NFT_KEYWORDS = frozenset({"table", "chain", "set", "map", "rule", "element", "counter", "dst", "src", "fwd", "all",
+                           "ip", "ip6", "inet", "filter", "nat", "route", "accept", "drop", "return", "jump",
+                           "goto", "meta", "mark", "ct", "flush", "delete", "add", "insert", "list", "reset"})
 
 
 def validate_dns_label(value: object, subject: str) -> str:
@@ -86,6 +91,15 @@ def validate_marker(value: object, subject: str, max_len: int = 32) -> str:
     if not isinstance(value, str) or not _MARKER_RE.match(value) or len(value) > max_len:
         raise InvalidNameError(subject, f"{value!r} is not a usable marker (letters, digits, '_', '.', '-'; "
                                f"at most {max_len} characters)")
+    return value
+
+
+def validate_nft_name(value: object, subject: str) -> str:
+    """An nftables table name: an identifier that is not a keyword of the native syntax."""
+    if (not isinstance(value, str) or not _NFT_RE.match(value) or len(value) > NFT_NAME_MAX
+            or value in _NFT_KEYWORDS):
+        raise InvalidNameError(subject, f"{value!r} is not a usable nftables name (a letter, then letters, digits, "
+                               f"'_'; not a keyword)")
     return value
 
 

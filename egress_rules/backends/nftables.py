@@ -1,0 +1,268 @@
+"""nftables JSON (``nft -j -f``): one table per family that the library owns entirely.
+
+Mapping of the model:
+
+* each owned iptables chain becomes a regular chain of the same name;
+* the hook rules of each built-in chain become a base chain ``<table>_<chain>``
+  (e.g. ``nat_postrouting``) whose integer priority is one below the chain
+  iptables-nft registers for it (mangle -150 -> -151, filter 0 -> -1, nat
+  POSTROUTING 100 -> 99), so ours runs first on the hook, as the hook rules do
+  at position 1 of the built-in chain; distinct priorities keep the order of
+  equal-priority chains from depending on registration order;
+* sets become named interval sets of the table (members are already collapsed;
+  nft rejects overlapping intervals, and accepts ``/0``).
+
+Semantic differences, and what the backend does about them:
+
+* An ``accept`` ends only the base chain it is in; base chains of other
+  tables on the same hook still run. In a nat chain, "accept" in iptables
+  means "this connection is not translated" (the CNI's MASQUERADE later in
+  the same chain is skipped). The faithful nftables equivalent is a NAT
+  binding that keeps the address, ``snat to ip saddr``, at a priority before
+  the CNI's nat chain: the first nat chain that translates wins. The backend
+  writes that.
+* A filter ``accept`` cannot override a ``drop`` in another table. The seed's
+  keep-mark ACCEPTs in filter FORWARD/OUTPUT and mangle POSTROUTING therefore
+  only end our own chain: if other software drops or re-marks that traffic
+  later, nftables cannot prevent it. The output carries a note saying so
+  (``strict=True`` makes it an error instead).
+
+The full render replaces our tables atomically in one batch: ``add table``
+(so the next ``delete`` cannot fail), ``delete table``, then the new contents.
+Nothing outside our tables is ever named.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from egress_rules.backends.base import Output
+from egress_rules.backends.text import truncate_utf8
+from egress_rules.errors import UnsupportedError
+from egress_rules.model.addresses import Cidr, Family
+from egress_rules.model.ruleset import (
+    Accept,
+    Action,
+    BuiltinChain,
+    ConntrackDirectionMatch,
+    FamilyRuleSet,
+    Goto,
+    HookRule,
+    IPSet,
+    Jump,
+    MarkMatch,
+    Masquerade,
+    Match,
+    NetfilterTable,
+    Return,
+    Rule,
+    RuleSet,
+    SetMark,
+    SetMatch,
+    Snat,
+)
+
+COMMAND = "nft -j -f"
+COMMENT_MAX_BYTES = 128
+MARK_ALL = 0xFFFFFFFF
+
+# The priorities iptables-nft registers its built-in chains at.
+IPTABLES_PRIORITY = {
+    (NetfilterTable.MANGLE, BuiltinChain.PREROUTING): -150,
+    (NetfilterTable.MANGLE, BuiltinChain.INPUT): -150,
+    (NetfilterTable.MANGLE, BuiltinChain.FORWARD): -150,
+    (NetfilterTable.MANGLE, BuiltinChain.OUTPUT): -150,
+    (NetfilterTable.MANGLE, BuiltinChain.POSTROUTING): -150,
+    (NetfilterTable.FILTER, BuiltinChain.INPUT): 0,
+    (NetfilterTable.FILTER, BuiltinChain.FORWARD): 0,
+    (NetfilterTable.FILTER, BuiltinChain.OUTPUT): 0,
+    (NetfilterTable.NAT, BuiltinChain.PREROUTING): -100,
+    (NetfilterTable.NAT, BuiltinChain.INPUT): 100,
+    (NetfilterTable.NAT, BuiltinChain.OUTPUT): -100,
+    (NetfilterTable.NAT, BuiltinChain.POSTROUTING): 100,
+}
+
+NOTE_FILTER_ACCEPT = ("nftables: an accept ends only the base chain it is in, so the keep-mark accepts in {where} "
+                      "cannot stop a drop or a mark change by other tables on the same hooks (iptables would skip "
+                      "the rest of the built-in chain). If other software filters forwarded or node traffic, allow "
+                      "packets carrying the keep mark there.")
+
+
+def family_name(family: Family) -> str:
+    return "ip" if family is Family.IPV4 else "ip6"
+
+
+def base_chain_name(table: NetfilterTable, chain: BuiltinChain) -> str:
+    return f"{table.value}_{chain.value.lower()}"
+
+
+def base_chain_priority(table: NetfilterTable, chain: BuiltinChain) -> int:
+    return IPTABLES_PRIORITY[(table, chain)] - 1
+
+
+def _element(cidr: Cidr) -> Any:
+    if cidr.is_host:
+        return cidr.address
+    return {"prefix": {"addr": cidr.address, "len": cidr.prefixlen}}
+
+
+def elements(members: Iterable[Cidr]) -> list[Any]:
+    return [_element(m) for m in members]
+
+
+def _mark_expr() -> dict[str, Any]:
+    return {"meta": {"key": "mark"}}
+
+
+class _Translator:
+    """Turns one family's model objects into JSON expressions."""
+
+    def __init__(self, family: Family, table: str, nat_chains: set[str]) -> None:
+        self.family = family
+        self.protocol = family_name(family)
+        self.table = table
+        self.nat_chains = nat_chains
+
+    def match(self, match: Match) -> dict[str, Any]:
+        if isinstance(match, MarkMatch):
+            left: Any = _mark_expr() if match.mask == MARK_ALL else {"&": [_mark_expr(), match.mask]}
+            return {"match": {"op": "!=" if match.negate else "==", "left": left, "right": match.value}}
+        if isinstance(match, SetMatch):
+            field = "saddr" if match.direction.value == "src" else "daddr"
+            return {"match": {"op": "!=" if match.negate else "==",
+                              "left": {"payload": {"protocol": self.protocol, "field": field}},
+                              "right": f"@{match.set_name}"}}
+        if isinstance(match, ConntrackDirectionMatch):
+            return {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": match.direction.value.lower()}}
+        raise UnsupportedError(f"match {match!r}", "the nftables backend cannot express it")
+
+    def action(self, action: Action, chain: str) -> dict[str, Any]:
+        if isinstance(action, Accept):
+            if chain in self.nat_chains:
+                # "No NAT for this connection" that later nat chains (a CNI's MASQUERADE) cannot override.
+                return {"snat": {"addr": {"payload": {"protocol": self.protocol, "field": "saddr"}}}}
+            return {"accept": None}
+        if isinstance(action, Return):
+            return {"return": None}
+        if isinstance(action, Jump):
+            return {"jump": {"target": action.chain}}
+        if isinstance(action, Goto):
+            return {"goto": {"target": action.chain}}
+        if isinstance(action, SetMark):
+            keep = ~action.mask & MARK_ALL
+            return {"mangle": {"key": _mark_expr(), "value": {"|": [{"&": [_mark_expr(), keep]}, action.value]}}}
+        if isinstance(action, Snat):
+            return {"snat": {"addr": str(action.address)}}
+        if isinstance(action, Masquerade):
+            return {"masquerade": None}
+        raise UnsupportedError(f"action {action!r}", "the nftables backend cannot express it")
+
+    def rule(self, chain: str, rule: Rule) -> dict[str, Any]:
+        body: dict[str, Any] = {"family": self.protocol, "table": self.table, "chain": chain,
+                                "expr": [*(self.match(m) for m in rule.matches), self.action(rule.action, chain)]}
+        if rule.comment:
+            body["comment"] = truncate_utf8(rule.comment, COMMENT_MAX_BYTES)
+        return {"add": {"rule": body}}
+
+
+def nat_chains(rules: FamilyRuleSet) -> set[str]:
+    """Chains reachable from a nat hook: where an accept must become an identity NAT binding."""
+    reachable = {base_chain_name(h.table, h.chain) for h in rules.hooks if h.table is NetfilterTable.NAT}
+    pending = [h.rule for h in rules.hooks if h.table is NetfilterTable.NAT]
+    by_name = {c.name: c for c in rules.chains if c.table is NetfilterTable.NAT}
+    while pending:
+        rule = pending.pop()
+        if isinstance(rule.action, (Jump, Goto)) and rule.action.chain not in reachable:
+            reachable.add(rule.action.chain)
+            pending.extend(by_name[rule.action.chain].rules if rule.action.chain in by_name else ())
+    return reachable
+
+
+def _base_chains(rules: FamilyRuleSet) -> dict[tuple[NetfilterTable, BuiltinChain], list[HookRule]]:
+    grouped: dict[tuple[NetfilterTable, BuiltinChain], list[HookRule]] = {}
+    for hook in sorted(rules.hooks, key=lambda h: (list(NetfilterTable).index(h.table),
+                                                   list(BuiltinChain).index(h.chain), h.position)):
+        grouped.setdefault((hook.table, hook.chain), []).append(hook)
+    return grouped
+
+
+def family_objects(rules: FamilyRuleSet, table: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """``add`` commands that build one family's table contents (after the table exists).
+
+    Also returns where a filter accept cannot be faithful (see the module docstring).
+    """
+    family = family_name(rules.family)
+    translator = _Translator(rules.family, table, nat_chains(rules))
+    commands: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for ipset in rules.sets:
+        commands.append({"add": {"set": set_object(family, table, ipset)}})
+    grouped = _base_chains(rules)
+    for (nf_table, builtin) in grouped:
+        commands.append({"add": {"chain": base_chain_object(family, table, nf_table, builtin)}})
+    for chain in rules.chains:
+        commands.append({"add": {"chain": {"family": family, "table": table, "name": chain.name}}})
+    for (nf_table, builtin), hooks in grouped.items():
+        name = base_chain_name(nf_table, builtin)
+        for hook in hooks:
+            commands.append(translator.rule(name, hook.rule))
+            if isinstance(hook.rule.action, Accept) and nf_table is not NetfilterTable.NAT:
+                notes.append(f"{rules.family.label} {nf_table.value} {builtin.value}")
+    for chain in rules.chains:
+        commands.extend(translator.rule(chain.name, rule) for rule in chain.rules)
+    return commands, notes
+
+
+def set_object(family: str, table: str, ipset: IPSet) -> dict[str, Any]:
+    body: dict[str, Any] = {"family": family, "table": table, "name": ipset.name,
+                            "type": "ipv4_addr" if ipset.family is Family.IPV4 else "ipv6_addr",
+                            "flags": ["interval"]}
+    if ipset.members:
+        body["elem"] = elements(ipset.members)
+    return body
+
+
+def base_chain_object(family: str, table: str, nf_table: NetfilterTable, builtin: BuiltinChain) -> dict[str, Any]:
+    return {"family": family, "table": table, "name": base_chain_name(nf_table, builtin),
+            "type": "nat" if nf_table is NetfilterTable.NAT else "filter", "hook": builtin.value.lower(),
+            "prio": base_chain_priority(nf_table, builtin), "policy": "accept"}
+
+
+def render_document(ruleset: RuleSet) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The full batch as a JSON-ready document, and the notes about semantic differences."""
+    table = ruleset.config.nft_table
+    commands: list[dict[str, Any]] = [{"metainfo": {"json_schema_version": 1}}]
+    unfaithful: list[str] = []
+    for rules in ruleset.families:
+        family = family_name(rules.family)
+        ref = {"family": family, "name": table}
+        commands += [{"add": {"table": ref}}, {"delete": {"table": ref}}, {"add": {"table": ref}}]
+        objects, places = family_objects(rules, table)
+        commands += objects
+        unfaithful += places
+    notes = (NOTE_FILTER_ACCEPT.format(where=", ".join(unfaithful)),) if unfaithful else ()
+    return {"nftables": commands}, notes
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """Compact, deterministic JSON, one command per line for readable diffs."""
+    commands = document["nftables"]
+    lines = ",\n".join(json.dumps(command, separators=(",", ":"), sort_keys=True) for command in commands)
+    return '{"nftables":[\n' + lines + "\n]}\n"
+
+
+class NftablesBackend:
+    """``nft -j -f`` JSON that atomically replaces the library's tables."""
+
+    name = "nft"
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+
+    def render(self, ruleset: RuleSet) -> tuple[Output, ...]:
+        document, notes = render_document(ruleset)
+        if self.strict and notes:
+            raise UnsupportedError("nftables backend", notes[0])
+        return (Output("nftables.json", COMMAND, dumps(document), notes),)
