@@ -7,6 +7,7 @@ from egress_rules.backends.iproute import IprouteBackend
 from egress_rules.backends.ipset import IpsetBackend
 from egress_rules.backends.iptables import IptablesBackend
 from egress_rules.backends.nftables import NftablesBackend
+from egress_rules.gcpause import without_gc
 from egress_rules.model.addresses import Family
 from egress_rules.model.ruleset import RuleSet
 
@@ -24,6 +25,7 @@ APPLY_ORDER = ("ipset", "iptables", "ip6tables", "iproute")
 NFT_APPLY_ORDER = ("nft", "iproute")
 
 
+@without_gc
 def render_all(ruleset: RuleSet, formats: tuple[str, ...] = APPLY_ORDER) -> tuple[Output, ...]:
     """Every output of ``formats`` for ``ruleset``, in apply order. Nothing is returned if any backend fails."""
     return tuple(output for name in formats for output in BACKENDS[name].render(ruleset))

@@ -41,6 +41,7 @@ from typing import Any
 from egress_rules.backends.base import Output
 from egress_rules.backends.text import truncate_utf8
 from egress_rules.errors import UnsupportedError
+from egress_rules.gcpause import without_gc
 from egress_rules.model.addresses import Cidr, Family
 from egress_rules.model.ruleset import (
     Accept,
@@ -103,9 +104,11 @@ def base_chain_priority(table: NetfilterTable, chain: BuiltinChain) -> int:
 
 
 def _element(cidr: Cidr) -> Any:
-    if cidr.is_host:
-        return cidr.address
-    return {"prefix": {"addr": cidr.address, "len": cidr.prefixlen}}
+    text = cidr.host_str()
+    address, slash, _ = text.partition("/")
+    if not slash:
+        return text
+    return {"prefix": {"addr": address, "len": cidr.prefixlen}}
 
 
 def elements(members: Iterable[Cidr]) -> list[Any]:
@@ -246,10 +249,14 @@ def render_document(ruleset: RuleSet) -> tuple[dict[str, Any], tuple[str, ...]]:
     return {"nftables": commands}, notes
 
 
+# Key order is the construction order, which is fixed, so sorting keys is not needed for determinism.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def dumps(document: dict[str, Any]) -> str:
     """Compact, deterministic JSON, one command per line for readable diffs."""
     commands = document["nftables"]
-    lines = ",\n".join(json.dumps(command, separators=(",", ":"), sort_keys=True) for command in commands)
+    lines = ",\n".join(_ENCODER.encode(command) for command in commands)
     return '{"nftables":[\n' + lines + "\n]}\n"
 
 
@@ -261,6 +268,7 @@ class NftablesBackend:
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
 
+    @without_gc
     def render(self, ruleset: RuleSet) -> tuple[Output, ...]:
         document, notes = render_document(ruleset)
         if self.strict and notes:

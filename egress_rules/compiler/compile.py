@@ -25,6 +25,7 @@ import attrs
 from egress_rules.allocators import MarkAllocator, TableAllocator
 from egress_rules.compiler import naming
 from egress_rules.errors import ConfigError, EIPNotServableError, NameCollisionError, UnknownNodeError
+from egress_rules.gcpause import without_gc
 from egress_rules.model.addresses import Cidr, Family, IPAddress, collapse
 from egress_rules.model.cluster import ClusterState, Node, Policy
 from egress_rules.model.config import DEFAULT_CONFIG, Config
@@ -70,6 +71,7 @@ class _Resolved:
     local_is_gateway: bool
 
 
+@without_gc
 def compile(
     state: ClusterState,
     node: str,

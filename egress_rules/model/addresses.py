@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import operator
 import socket
 from collections.abc import Iterable
 
@@ -28,7 +29,7 @@ class Family(enum.IntEnum):
 
     @property
     def bits(self) -> int:
-        return 32 if self is Family.IPV4 else 128
+        return _BITS[self]
 
     @property
     def label(self) -> str:
@@ -41,10 +42,12 @@ class Family(enum.IntEnum):
 
 
 _AF = {Family.IPV4: socket.AF_INET, Family.IPV6: socket.AF_INET6}
+_BITS = {Family.IPV4: 32, Family.IPV6: 128}
+_BYTES = {Family.IPV4: 4, Family.IPV6: 16}
 
 
 def _format_int(family: Family, value: int) -> str:
-    return socket.inet_ntop(_AF[family], value.to_bytes(family.bits // 8, "big"))
+    return socket.inet_ntop(_AF[family], value.to_bytes(_BYTES[family], "big"))
 
 
 @attrs.frozen(order=True, slots=True)
@@ -64,6 +67,14 @@ class IPAddress:
     def as_cidr(self) -> Cidr:
         return Cidr(self.family, self.value, self.family.bits)
 
+    @classmethod
+    def trusted(cls, family: Family, value: int) -> IPAddress:
+        """Construct without re-validating: for values this module has just checked."""
+        address = object.__new__(cls)
+        object.__setattr__(address, "family", family)
+        object.__setattr__(address, "value", value)
+        return address
+
 
 @attrs.frozen(order=True, slots=True)
 class Cidr:
@@ -72,6 +83,8 @@ class Cidr:
     family: Family
     network: int
     prefixlen: int
+    # The canonical text, computed once: rendering formats every member of every set.
+    _text: str | None = attrs.field(default=None, init=False, eq=False, order=False, hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         bits = self.family.bits
@@ -82,18 +95,31 @@ class Cidr:
         if self.network & self.hostmask:
             raise InvalidAddressError(str(self), "host bits are set")
 
+    @classmethod
+    def trusted(cls, family: Family, network: int, prefixlen: int, text: str | None = None) -> Cidr:
+        """Construct without re-validating: for values this module has just checked.
+
+        ``text``, if given, must be the canonical :meth:`host_str` of the result.
+        """
+        cidr = object.__new__(cls)
+        object.__setattr__(cidr, "family", family)
+        object.__setattr__(cidr, "network", network)
+        object.__setattr__(cidr, "prefixlen", prefixlen)
+        object.__setattr__(cidr, "_text", text)
+        return cidr
+
     @property
     def hostmask(self) -> int:
-        return (1 << (self.family.bits - self.prefixlen)) - 1
+        return (1 << (_BITS[self.family] - self.prefixlen)) - 1
 
     @property
     def last(self) -> int:
         """The highest address in the prefix, as an integer."""
-        return self.network | self.hostmask
+        return self.network | ((1 << (_BITS[self.family] - self.prefixlen)) - 1)
 
     @property
     def is_host(self) -> bool:
-        return self.prefixlen == self.family.bits
+        return self.prefixlen == _BITS[self.family]
 
     @property
     def address(self) -> str:
@@ -112,7 +138,11 @@ class Cidr:
 
     def host_str(self) -> str:
         """Text as ipset and iptables-save print it: a host prefix without ``/32`` or ``/128``."""
-        return self.address if self.is_host else str(self)
+        text = self._text
+        if text is None:
+            text = self.address if self.is_host else f"{self.address}/{self.prefixlen}"
+            object.__setattr__(self, "_text", text)
+        return text
 
 
 def _parse_int(text: str) -> tuple[Family, int]:
@@ -144,7 +174,7 @@ def parse_cidr(text: str) -> Cidr:
 @functools.lru_cache(maxsize=1 << 18)
 def _parse_address(text: str) -> IPAddress:
     family, value = _parse_int(text)
-    return IPAddress(family, value)
+    return IPAddress.trusted(family, value)
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -152,14 +182,16 @@ def _parse_cidr(text: str) -> Cidr:
     addr, sep, length = text.partition("/")
     family, value = _parse_int(addr)
     if not sep:
-        return Cidr(family, value, family.bits)
+        # inet_pton accepts only canonical dotted quads, so IPv4 input text is already canonical.
+        return Cidr.trusted(family, value, _BITS[family], addr if family is Family.IPV4 else None)
     if not length.isascii() or not length.isdigit() or len(length) > 3 or (len(length) > 1 and length[0] == "0"):
         raise InvalidAddressError(repr(text), "prefix length must be a decimal number without leading zeros")
     prefixlen = int(length)
-    if prefixlen > family.bits:
-        raise InvalidAddressError(repr(text), f"prefix length {prefixlen} exceeds {family.bits}")
-    hostmask = (1 << (family.bits - prefixlen)) - 1
-    return Cidr(family, value & ~hostmask, prefixlen)
+    bits = _BITS[family]
+    if prefixlen > bits:
+        raise InvalidAddressError(repr(text), f"prefix length {prefixlen} exceeds {bits}")
+    hostmask = (1 << (bits - prefixlen)) - 1
+    return Cidr.trusted(family, value & ~hostmask, prefixlen)
 
 
 def require_family(address: IPAddress | Cidr, family: Family, subject: str) -> None:
@@ -170,37 +202,64 @@ def require_family(address: IPAddress | Cidr, family: Family, subject: str) -> N
 
 def _range_to_cidrs(family: Family, start: int, end: int) -> Iterable[Cidr]:
     """The minimal list of prefixes covering the inclusive range ``start..end``."""
-    bits = family.bits
+    bits = _BITS[family]
     while start <= end:
         # Largest block aligned at ``start``: its size is the lowest set bit of start.
         size = (start & -start) if start else 1 << bits
         while size > end - start + 1:
             size >>= 1
         length = bits - size.bit_length() + 1
-        yield Cidr(family, start, length)
+        yield Cidr.trusted(family, start, length)
         start += size
+
+
+_NETWORK_THEN_LENGTH = operator.attrgetter("network", "prefixlen")
+# Host masks by family and prefix length, so the hot loop below does no shifting.
+_HOSTMASKS = {family: tuple((1 << (bits - n)) - 1 for n in range(bits + 1)) for family, bits in _BITS.items()}
 
 
 def collapse(cidrs: Iterable[Cidr]) -> tuple[Cidr, ...]:
     """Merge overlapping and adjacent prefixes into the fewest prefixes; sorted.
 
-    Works on one family or both; families never merge with each other.
+    Works on one family or both; families never merge with each other. Prefixes
+    that merge with nothing are kept as the same objects (the common case for
+    pod IPs), so collapsing costs little more than sorting.
     """
-    by_family: dict[Family, list[tuple[int, int]]] = {}
+    by_family: dict[Family, list[Cidr]] = {}
     for cidr in cidrs:
-        by_family.setdefault(cidr.family, []).append((cidr.network, cidr.last))
+        by_family.setdefault(cidr.family, []).append(cidr)
     result: list[Cidr] = []
     for family in sorted(by_family):
-        ranges = sorted(by_family[family])
-        merged_start, merged_end = ranges[0]
-        for start, end in ranges[1:]:
-            if start <= merged_end + 1:
-                merged_end = max(merged_end, end)
-                continue
-            result.extend(_range_to_cidrs(family, merged_start, merged_end))
-            merged_start, merged_end = start, end
-        result.extend(_range_to_cidrs(family, merged_start, merged_end))
+        masks = _HOSTMASKS[family]
+        items = sorted(by_family[family], key=_NETWORK_THEN_LENGTH)
+        previous_end = -2
+        for cidr in items:
+            if cidr.network <= previous_end + 1:
+                result.extend(_merge_sorted(family, items, masks))
+                break
+            previous_end = cidr.network | masks[cidr.prefixlen]
+        else:
+            result.extend(items)
     return tuple(result)
+
+
+def _merge_sorted(family: Family, items: list[Cidr], masks: tuple[int, ...]) -> list[Cidr]:
+    result: list[Cidr] = []
+    run: list[Cidr] = []
+    run_start = run_end = -2
+    for cidr in items:
+        start = cidr.network
+        end = start | masks[cidr.prefixlen]
+        if start <= run_end + 1:
+            run.append(cidr)
+            if end > run_end:
+                run_end = end
+            continue
+        if run:
+            result.extend(run if len(run) == 1 else _range_to_cidrs(family, run_start, run_end))
+        run, run_start, run_end = [cidr], start, end
+    result.extend(run if len(run) == 1 else _range_to_cidrs(family, run_start, run_end))
+    return result
 
 
 def split_zero_prefix(cidrs: Iterable[Cidr]) -> tuple[Cidr, ...]:

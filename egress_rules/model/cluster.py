@@ -8,6 +8,7 @@ is not valid raises an :class:`~egress_rules.errors.InvalidInputError` naming it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import attrs
@@ -35,6 +36,16 @@ def _address(value: IPAddress | str | None) -> IPAddress | None:
     return parse_address(value)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _known_good_node_name(name: str) -> bool:
+    """Whether ``name`` is a valid node name; cached, since a cluster has few nodes and many endpoints."""
+    try:
+        validate_dns_subdomain(name, "node")
+    except InvalidInputError:
+        return False
+    return True
+
+
 def _endpoints(values: Iterable[Endpoint]) -> tuple[Endpoint, ...]:
     result = tuple(values)
     for item in result:
@@ -54,7 +65,7 @@ class Endpoint:
     node: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.node is not None:
+        if self.node is not None and not _known_good_node_name(self.node):
             validate_dns_subdomain(self.node, f"endpoint {self.cidr} node")
 
 
