@@ -129,18 +129,31 @@ def _resolve(state: ClusterState, local: str, nodes: dict[str, Node], config: Co
         gateway = nodes.get(policy.gateway_node)
         if gateway is None:
             raise UnknownNodeError(policy.subject, f"gateway node {policy.gateway_node} is not in the cluster state")
-        families = _policy_families(policy, gateway, config)
-        if not families:
-            warnings.append(f"{policy.subject}: has no egress IP yet; it gets no rules")
-        unknown = sorted({e.node for e in policy.sources if e.node is not None and e.node not in nodes})
-        if unknown:
-            warnings.append(f"{policy.subject}: endpoints on unknown nodes {', '.join(unknown)} are treated as "
-                            "remote to every node")
+        families = policy_families(policy, gateway, config)
+        warnings.extend(policy_warnings(policy, families, nodes))
         resolved.append(_Resolved(policy, gateway, families, gateway.name == local))
     return resolved
 
 
-def _policy_families(policy: Policy, gateway: Node, config: Config) -> tuple[Family, ...]:
+def policy_warnings(policy: Policy, families: tuple[Family, ...], nodes: dict[str, Node]) -> list[str]:
+    """What the caller should know about a policy that is not an error."""
+    warnings = []
+    if not families:
+        warnings.append(f"{policy.subject}: has no egress IP yet; it gets no rules")
+    unknown = sorted({e.node for e in policy.sources if e.node is not None and e.node not in nodes})
+    if unknown:
+        warnings.append(f"{policy.subject}: endpoints on unknown nodes {', '.join(unknown)} are treated as "
+                        "remote to every node")
+    return warnings
+
+
+def local_sources(policy: Policy, family: Family, local: str, local_is_gateway: bool) -> tuple[Cidr, ...]:
+    """The source set's members on ``local``: every endpoint on the gateway, else the local ones and the unplaced."""
+    return collapse(e.cidr for e in policy.sources if e.cidr.family is family and (
+        local_is_gateway or e.node is None or e.node == local))
+
+
+def policy_families(policy: Policy, gateway: Node, config: Config) -> tuple[Family, ...]:
     """The families a policy gets rules in; an EIP family it cannot be routed in is an error."""
     eip = policy.egress_ip
     if eip.use_node_ip:
@@ -206,9 +219,8 @@ class _FamilyBuilder:
         for item in active:
             policy, key = item.policy, item.policy.key
             src_name = naming.policy_set_name(config, Role.SOURCES, family, key)
-            sources: list[Cidr] = [e.cidr for e in policy.sources if e.cidr.family is family and (
-                item.local_is_gateway or e.node is None or e.node == self.local)]
-            sets.append(IPSet(src_name, family, collapse(sources), Provenance(Role.SOURCES, key)))
+            sources = local_sources(policy, family, self.local, item.local_is_gateway)
+            sets.append(IPSet(src_name, family, sources, Provenance(Role.SOURCES, key)))
             if policy.destinations:
                 dst_name = naming.policy_set_name(config, Role.DESTINATIONS, family, key)
                 destinations = [c for c in policy.destinations if c.family is family]
@@ -274,5 +286,5 @@ class _FamilyBuilder:
     def gateway_tunnel_ip(self, gateway: str, family: Family) -> IPAddress:
         node = self.nodes[gateway]
         address = node.tunnel_ip(family)
-        assert address is not None, "checked by _policy_families"
+        assert address is not None, "checked by policy_families"
         return address

@@ -252,8 +252,7 @@ def _merge_sorted(family: Family, items: list[Cidr], masks: tuple[int, ...]) -> 
         end = start | masks[cidr.prefixlen]
         if start <= run_end + 1:
             run.append(cidr)
-            if end > run_end:
-                run_end = end
+            run_end = max(run_end, end)
             continue
         if run:
             result.extend(run if len(run) == 1 else _range_to_cidrs(family, run_start, run_end))
