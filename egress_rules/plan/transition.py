@@ -10,7 +10,7 @@ comparison, and only what changed is diffed with the planner's own rules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from egress_rules.backends.ipset import maxelem_for
 from egress_rules.errors import InvalidInputError
@@ -92,7 +92,7 @@ def plan_transition(previous: RuleSet, current: RuleSet) -> Plan:
         iptables=tuple(iptables),
         routing=tuple(routing),
         sets_after=tuple(sets_after),
-        conntrack=tuple(sorted(conntrack, key=lambda f: (f.family, f.source, f.destination or f.source))),
+        conntrack=tuple(sorted(conntrack, key=flush_order)),
         drift=(),
     )
 
@@ -197,10 +197,48 @@ def _conntrack(family: Family, old: FamilyRuleSet | None, new: FamilyRuleSet | N
         source = old_entries if body in old_bodies and body not in new_bodies else new_entries
         flushes.update(ConntrackFlush(family, *region) for region in _regions(body, source))
     for body in refilled:
-        before = set(_regions(body, old_entries))
-        after = set(_regions(body, new_entries))
-        flushes.update(ConntrackFlush(family, *region) for region in before ^ after)
+        [*changed_here] = _set_names(body) & changed_names
+        if len(changed_here) == 1:
+            name = changed_here[0]
+            flushes |= member_flushes(family, body, changed=name, before=old_entries.get(name, frozenset()),
+                                      after=new_entries.get(name, frozenset()), entries=new_entries)
+        else:
+            # Sources and destinations both changed: compare the whole regions.
+            before = set(_regions(body, old_entries))
+            after = set(_regions(body, new_entries))
+            flushes.update(ConntrackFlush(family, *region) for region in before ^ after)
     return flushes
+
+
+def member_flushes(family: Family, body: RuleBody, *, changed: str, before: frozenset[Cidr],
+                   after: frozenset[Cidr], entries: Mapping[str, frozenset[Cidr]]) -> set[ConntrackFlush]:
+    """Flows a decision rule gains or loses when set ``changed`` goes from ``before`` to ``after``.
+
+    The same regions as comparing all of the rule's regions before and after,
+    computed from the changed members alone; only valid when no other set of
+    the rule changed.
+    """
+    delta = before ^ after
+    if not delta:
+        return set()
+    sources: Iterable[Cidr] = ()
+    destinations: Iterable[Cidr] | None = None
+    for match in body.matches:
+        if not isinstance(match, SetMatch) or match.negate:
+            continue
+        members = delta if match.set_name == changed else entries.get(match.set_name, frozenset())
+        if match.direction.value == "src":
+            sources = members
+        else:
+            destinations = members
+    if destinations is None:
+        return {ConntrackFlush(family, source, None) for source in sources}
+    return {ConntrackFlush(family, source, destination) for source in sources for destination in destinations}
+
+
+def flush_order(flush: ConntrackFlush) -> tuple[Family, Cidr, Cidr]:
+    """The order the planner lists conntrack flushes in."""
+    return (flush.family, flush.source, flush.destination or flush.source)
 
 
 def _set_names(body: RuleBody) -> set[str]:
