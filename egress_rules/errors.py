@@ -95,3 +95,21 @@ class ParseError(EgressRulesError):
         self.line = line
         where = f"{subject} line {line}" if line is not None else subject
         super().__init__(where, detail)
+
+
+class ResourceError(InvalidInputError):
+    """A Kubernetes resource given to an adapter is malformed.
+
+    ``resource`` names it (``EgressPolicy default/web``, or its place in the input
+    while it has no name yet) and ``field`` is the path inside it
+    (``spec.destSubnet[2]``), or ``None`` when the resource as a whole is at fault.
+    """
+
+    def __init__(self, resource: str, field: str | None, detail: str) -> None:
+        self.resource = resource
+        self.field = field
+        super().__init__(resource if field is None else f"{resource}: {field}", detail)
+
+
+class TraceError(EgressRulesError):
+    """The tracer met something it cannot evaluate exactly (an unknown match, action or chain)."""
