@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 
+from benchmarks import generate
 from egress_rules.compiler import compile
 from egress_rules.model.cluster import ClusterState
 from egress_rules.model.ruleset import RuleSet
-
-from benchmarks import generate
 
 
 @functools.cache

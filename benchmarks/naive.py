@@ -41,9 +41,33 @@ def ipset_swap_text(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The rules every node carries, as the library writes them (not per policy).
+_BASE_MANGLE = [
+    ":EGRESSGATEWAY-RESET-MARK - [0:0]", ":EGRESSGATEWAY-MARK-REQUEST - [0:0]",
+    '-A EGRESSGATEWAY-RESET-MARK -m comment --comment "egress-rules: reset node mark" '
+    "-m mark --mark 0x26000000/0xff000000 -j MARK --set-xmark 0x12000000/0xffffff00",
+    '-I FORWARD 1 -m comment --comment "egress-rules: reset node mark" -j EGRESSGATEWAY-RESET-MARK',
+    '-I POSTROUTING 1 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
+    '-I PREROUTING 1 -m comment --comment "egress-rules: mark request" -j EGRESSGATEWAY-MARK-REQUEST',
+]
+_BASE_FILTER = [
+    '-I FORWARD 1 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
+    '-I OUTPUT 1 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
+]
+_BASE_NAT = [
+    ":EGRESSGATEWAY-SNAT-EIP - [0:0]", ":EGRESSGATEWAY-NO-SNAT - [0:0]",
+    '-A EGRESSGATEWAY-SNAT-EIP -m comment --comment "egress-rules: skip tunneled" '
+    "-m mark --mark 0x12000000/0xffffff00 -j RETURN",
+    '-A EGRESSGATEWAY-NO-SNAT -m comment --comment "egress-rules: no snat" -m mark --mark 0x12000000/0xffffff00 '
+    "-j ACCEPT",
+    '-I POSTROUTING 1 -m comment --comment "egress-rules: snat eip" -j EGRESSGATEWAY-SNAT-EIP',
+    '-I POSTROUTING 2 -m comment --comment "egress-rules: no snat" -j EGRESSGATEWAY-NO-SNAT',
+]
+
+
 def iptables_text(document: dict[str, Any]) -> str:
-    """One mark-request and one SNAT rule per policy, with the same matches and comments."""
-    mangle, nat = [], []
+    """The base rules plus one mark-request and one SNAT rule per policy, with the same matches and comments."""
+    mangle, nat = list(_BASE_MANGLE), list(_BASE_NAT)
     for policy in document["policies"]:
         key = f"{policy['namespace']}/{policy['name']}"
         match = (f"-m set --match-set {_name('src', policy)} src -m set --match-set {_name('dst', policy)} dst "
@@ -52,4 +76,4 @@ def iptables_text(document: dict[str, Any]) -> str:
                       f'{key} via {policy["gateway_node"]}" {match} -j RETURN')
         nat.append(f'-A EGRESSGATEWAY-SNAT-EIP -m comment --comment "egress-rules: snat eip policy {key} via '
                    f'{policy["gateway_node"]}" {match} -j SNAT --to-source {policy["egress_ip"]["ipv4"]}')
-    return "\n".join(["*mangle", *mangle, "COMMIT", "*nat", *nat, "COMMIT"]) + "\n"
+    return "\n".join(["*mangle", *mangle, "COMMIT", "*filter", *_BASE_FILTER, "COMMIT", "*nat", *nat, "COMMIT"]) + "\n"

@@ -33,11 +33,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import generate, naive
 from egress_rules.backends import APPLY_ORDER, BACKENDS, render_all
 from egress_rules.compiler import compile
 from egress_rules.model.cluster import ClusterState
-
-from benchmarks import generate, naive
 
 TIMEOUT = 300
 

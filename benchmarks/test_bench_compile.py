@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from benchmarks import generate
+from benchmarks.conftest import compiled, scenario
 from egress_rules.backends import BACKENDS
 from egress_rules.compiler import compile
 from egress_rules.model.schema import load_input
-
-from benchmarks import generate
-from benchmarks.conftest import compiled, scenario
 
 SIZES = [10, 100, 1000, 5000]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from benchmarks import generate
+from benchmarks.conftest import compiled
 from egress_rules.backends import render_all
 from egress_rules.compiler.incremental import NodeCompiler
 from egress_rules.model.addresses import Family
@@ -14,9 +16,6 @@ from egress_rules.observed import Ownership, parse_ipset_save, parse_iptables_sa
 from egress_rules.plan import plan, render_plan
 from tests.fakes import FakeNode
 from tests.fakes.node import observe_dumps
-
-from benchmarks import generate
-from benchmarks.conftest import compiled
 
 CONFIG = Config()
 OWNERSHIP = Ownership(CONFIG)
