@@ -101,12 +101,15 @@ def compile(
     warnings: list[str] = []
     resolved = _resolve(state, node, nodes, config, warnings)
     node_marks = mark_allocator.allocate(nodes)
-    remote_gateways = {r.gateway.name for r in resolved if not r.local_is_gateway and r.families}
+    local_node = nodes[node]
+    remote_gateways = {r.gateway.name for r in resolved if not r.local_is_gateway
+                       and any(local_node.tunnel_ip(f) is not None for f in r.families)}
     routing_tables = table_allocator.allocate(node, remote_gateways)
 
     builder = _FamilyBuilder(config=config, state=state, nodes=nodes, local=node, resolved=resolved,
                              node_marks=node_marks, routing_tables=routing_tables)
     families = tuple(builder.build(f) for f in _FAMILIES if _enabled(config, f))
+    warnings.extend(node_warnings(nodes[node], resolved))
     _check_set_names(families)
     return RuleSet(
         node=node,
@@ -133,6 +136,18 @@ def _resolve(state: ClusterState, local: str, nodes: dict[str, Node], config: Co
         warnings.extend(policy_warnings(policy, families, nodes))
         resolved.append(_Resolved(policy, gateway, families, gateway.name == local))
     return resolved
+
+
+def node_warnings(local: Node, resolved: Sequence[_Resolved]) -> list[str]:
+    """Families this node cannot tunnel in although policies need it to."""
+    warnings = []
+    for family in _FAMILIES:
+        affected = [r.policy.subject for r in resolved
+                    if family in r.families and not r.local_is_gateway and local.tunnel_ip(family) is None]
+        if affected:
+            warnings.append(f"node {local.name}: has no {family.label} tunnel address, so {family.label} traffic "
+                            f"of its pods leaves without the egress IP of: {', '.join(affected)}")
+    return warnings
 
 
 def policy_warnings(policy: Policy, families: tuple[Family, ...], nodes: dict[str, Node]) -> list[str]:
@@ -236,6 +251,10 @@ class _FamilyBuilder:
                 eip = policy.egress_ip.address(family)
                 action: Action = Masquerade() if eip is None else Snat(eip)
                 snat.append(self.rule(matches, action, Provenance(Role.SNAT_EIP, key, gateway)))
+            elif self.nodes[self.local].tunnel_ip(family) is None:
+                # No tunnel address to route through: the traffic leaves the ordinary way, and no
+                # lower-precedence policy may send it to another gateway instead.
+                mark_request.append(self.rule(matches, Return(), Provenance(Role.NO_TUNNEL, key, gateway)))
             else:
                 remote.add(gateway)
                 target = chains.gateway_chain(self.node_marks[gateway])

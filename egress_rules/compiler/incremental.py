@@ -75,6 +75,9 @@ class NodeCompiler:
                           for p in state.policies}
         self._warnings = {p.key: tuple(policy_warnings(p, self._families[p.key], self._nodes))
                           for p in sorted(state.policies, key=lambda p: p.precedence)}
+        # The node's own warnings follow the policies' (as compile orders them); endpoints never change them.
+        policy_count = sum(len(w) for w in self._warnings.values())
+        self._node_warnings = ruleset.warnings[policy_count:]
 
     @property
     def ruleset(self) -> RuleSet:
@@ -145,7 +148,8 @@ class NodeCompiler:
         self._state = None
         self._warnings[key] = tuple(policy_warnings(updated, self._families[key], self._nodes))
         current = attrs.evolve(previous, families=tuple(families),
-                               warnings=tuple(w for warnings in self._warnings.values() for w in warnings))
+                               warnings=(*(w for warnings in self._warnings.values() for w in warnings),
+                                         *self._node_warnings))
         self._ruleset = current
         plan = Plan(node=self._node, sets_before=tuple(sets_before), iptables=(), routing=(),
                     sets_after=tuple(sets_after),

@@ -151,6 +151,7 @@ class Role(enum.Enum):
     MARK_REQUEST = "mark request"
     MARK_GATEWAY = "mark for gateway"
     LOCAL_GATEWAY = "local gateway"
+    NO_TUNNEL = "no tunnel"
     NO_SNAT = "no snat"
     SNAT_EIP = "snat eip"
     SKIP_TUNNELED = "skip tunneled"
