@@ -3,6 +3,8 @@
 Operations are data; :mod:`egress_rules.plan.render` writes them for the tools.
 Positions in iptables operations are 1-based and valid at the moment the
 operation runs (``iptables-restore`` applies a table block's lines in order).
+nftables operations name rules by handle (stable while the batch runs) and
+always act on our own table of their family.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import attrs
 
 from egress_rules.model.addresses import Cidr, Family
 from egress_rules.model.ruleset import IPRule, IPSet, NetfilterTable, Route, Rule
+from egress_rules.observed.nft import NftHook
 
 # ---------------------------------------------------------------- iptables
 
@@ -111,6 +114,122 @@ class DestroySet:
 
 SetOp = CreateSet | ReplaceSet | AddMembers | DeleteMembers | DestroySet
 
+# ---------------------------------------------------------------- nftables (one atomic batch)
+
+
+@attrs.frozen
+class AddNftTable:
+    """``add table``: creates our table of ``family``; does nothing if it exists."""
+
+    family: Family
+
+
+@attrs.frozen
+class DeleteNftTable:
+    family: Family
+
+
+@attrs.frozen
+class AddNftSet:
+    """Create a set with its members (collapsed prefixes)."""
+
+    family: Family
+    ipset: IPSet
+
+
+@attrs.frozen
+class DeleteNftSet:
+    family: Family
+    name: str
+
+
+@attrs.frozen
+class AddNftElements:
+    family: Family
+    set_name: str
+    members: tuple[Cidr, ...]
+
+
+@attrs.frozen
+class DeleteNftElements:
+    """Delete stored elements, each given as the prefixes of its interval (nft deletes whole elements only)."""
+
+    family: Family
+    set_name: str
+    elements: tuple[tuple[Cidr, ...], ...]
+
+
+@attrs.frozen
+class AddNftChain:
+    """A regular chain (``hook=None``) or a base chain."""
+
+    family: Family
+    name: str
+    hook: NftHook | None
+
+
+@attrs.frozen
+class FlushNftChain:
+    family: Family
+    name: str
+
+
+@attrs.frozen
+class DeleteNftChain:
+    family: Family
+    name: str
+
+
+@attrs.frozen
+class AppendNftRule:
+    """Add ``rule`` at the end of ``chain``; ``nat``: the chain is reachable from a nat hook."""
+
+    family: Family
+    chain: str
+    rule: Rule
+    nat: bool
+
+
+@attrs.frozen
+class InsertNftRule:
+    """Add ``rule`` right before the rule with handle ``before``."""
+
+    family: Family
+    chain: str
+    before: int
+    rule: Rule
+    nat: bool
+
+
+@attrs.frozen
+class ReplaceNftRule:
+    family: Family
+    chain: str
+    handle: int
+    rule: Rule
+    nat: bool
+
+
+@attrs.frozen
+class DeleteNftRule:
+    family: Family
+    chain: str
+    handle: int
+
+
+@attrs.frozen
+class DeleteNftObject:
+    """Delete a named object of another kind (``counter``, ``map``, ...) that has no place in our table."""
+
+    family: Family
+    kind: str
+    name: str
+
+
+NftOp = (AddNftTable | DeleteNftTable | AddNftSet | DeleteNftSet | AddNftElements | DeleteNftElements | AddNftChain
+         | FlushNftChain | DeleteNftChain | AppendNftRule | InsertNftRule | ReplaceNftRule | DeleteNftRule
+         | DeleteNftObject)
+
 # ---------------------------------------------------------------- iproute
 
 
@@ -205,7 +324,11 @@ class Drift:
 
 @attrs.frozen
 class Plan:
-    """Everything to do on one node, in apply order: sets before, iptables, routing, sets after, conntrack."""
+    """Everything to do on one node, in apply order: sets before, iptables, nft, routing, sets after, conntrack.
+
+    ``nft`` is one atomic ``nft -j -f`` batch; it is only used on the nftables
+    datapath, where the ipset and iptables parts stay empty.
+    """
 
     node: str
     sets_before: tuple[SetOp, ...]
@@ -215,8 +338,9 @@ class Plan:
     conntrack: tuple[ConntrackFlush, ...]
     drift: tuple[Drift, ...]
     notes: tuple[str, ...] = ()
+    nft: tuple[NftOp, ...] = ()
 
     @property
     def is_empty(self) -> bool:
-        return not (self.sets_before or self.sets_after or self.conntrack
+        return not (self.sets_before or self.sets_after or self.conntrack or self.nft
                     or any(t.ops for d in self.iptables for t in d.tables) or any(d.ops for d in self.routing))

@@ -14,13 +14,18 @@ parsers marked as ours (see :mod:`egress_rules.observed.ownership`):
   stops naming them;
 * ip rules and routes are added, replaced and deleted individually;
 * conntrack entries whose egress decision changed are listed for deletion.
+
+On a node whose observed state carries the nft listing (``ObservedState.nft``)
+the nftables datapath is planned instead of iptables and ipset, as one
+atomic batch: see :mod:`egress_rules.plan.nft`. Routing and conntrack are
+planned the same way on both datapaths.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from egress_rules.backends.ipset import maxelem_for
 from egress_rules.errors import InvalidInputError
@@ -42,7 +47,9 @@ from egress_rules.model.ruleset import (
 )
 from egress_rules.observed.ipset import ObservedSet
 from egress_rules.observed.iptables import IptablesDump, SavedChain, SavedRule, SavedTable
+from egress_rules.observed.nft import NftRuleset
 from egress_rules.observed.state import ObservedState
+from egress_rules.plan import nft
 from egress_rules.plan.model import (
     AddIPRule,
     AddMembers,
@@ -75,6 +82,8 @@ from egress_rules.plan.model import (
 
 def plan(desired: RuleSet, observed: ObservedState) -> Plan:
     """The operations that make ``observed`` equal ``desired`` on our objects, touching nothing else."""
+    if observed.nft is not None:
+        return _plan_nft_datapath(desired, observed, observed.nft)
     drift: list[Drift] = []
     notes: list[str] = []
     for rules in desired.families:
@@ -90,18 +99,55 @@ def plan(desired: RuleSet, observed: ObservedState) -> Plan:
         iptables.append(IptablesDelta(family, _plan_iptables(rules_or_none, dump, drift)))
 
     sets_before, sets_after = _plan_sets(desired, observed.ipsets, drift)
-    routing = tuple(RouteDelta(family, _plan_routing(desired.family(family), observed, family, drift))
-                    for family in sorted(set(observed.ip_rules) | set(observed.routes)))
+    routing = _routing(desired, observed, drift)
     conntrack = _plan_conntrack(desired, observed)
     return Plan(
         node=desired.node,
         sets_before=tuple(sets_before),
         iptables=tuple(d for d in iptables if d.tables),
-        routing=tuple(d for d in routing if d.ops),
+        routing=routing,
         sets_after=tuple(sets_after),
         conntrack=conntrack,
         drift=tuple(sorted(drift)),
         notes=tuple(notes),
+    )
+
+
+def _check_routing_read(desired: RuleSet, observed: ObservedState) -> None:
+    for rules in desired.families:
+        if rules.family not in observed.ip_rules or rules.family not in observed.routes:
+            raise InvalidInputError("observed state", f"{rules.family.label} ip rules or routes missing")
+
+
+def _routing(desired: RuleSet, observed: ObservedState, drift: list[Drift]) -> tuple[RouteDelta, ...]:
+    routing = (RouteDelta(family, _plan_routing(desired.family(family), observed, family, drift))
+               for family in sorted(set(observed.ip_rules) | set(observed.routes)))
+    return tuple(d for d in routing if d.ops)
+
+
+def _plan_nft_datapath(desired: RuleSet, observed: ObservedState, listing: NftRuleset) -> Plan:
+    """The nftables datapath: one nft batch for our tables, then routing and conntrack as on iptables."""
+    if observed.iptables or observed.ipsets:
+        raise InvalidInputError("observed state", "the nft listing says this node uses the nftables datapath: "
+                                "leave out the iptables dumps and ipsets (they describe the iptables datapath)")
+    _check_routing_read(desired, observed)
+    drift: list[Drift] = []
+    ops = nft.plan_nft(desired, listing, drift)
+    routing = _routing(desired, observed, drift)
+    flushes: set[ConntrackFlush] = set()
+    for family, old, new, old_sets, new_sets in nft.decision_inputs(desired, listing):
+        flushes |= _flushes(family, [b for b in old if _is_decision(b)], [b for b in new if _is_decision(b)],
+                            old_sets, new_sets)
+    return Plan(
+        node=desired.node,
+        sets_before=(),
+        iptables=(),
+        routing=routing,
+        sets_after=(),
+        conntrack=_sorted_flushes(flushes),
+        drift=tuple(sorted(drift)),
+        notes=nft.datapath_notes(desired),
+        nft=ops,
     )
 
 
@@ -249,12 +295,13 @@ def _plan_sets(desired: RuleSet, observed: Sequence[ObservedSet],
                 continue
             added = sorted(entries - current.members)
             removed = sorted(current.members - entries)
-            if added:
-                before.append(AddMembers(ipset.name, tuple(added)))
-                drift.append(Drift(DriftKind.MISSING, f"set {ipset.name}", f"{len(added)} entries"))
+            # Deletions first: a set at its maxelem has no room for an addition until they are done.
             if removed:
                 before.append(DeleteMembers(ipset.name, tuple(removed)))
                 drift.append(Drift(DriftKind.EXTRA, f"set {ipset.name}", f"{len(removed)} entries"))
+            if added:
+                before.append(AddMembers(ipset.name, tuple(added)))
+                drift.append(Drift(DriftKind.MISSING, f"set {ipset.name}", f"{len(added)} entries"))
     for name in sorted(set(by_name) - wanted):
         after.append(DestroySet(name))
         drift.append(Drift(DriftKind.EXTRA, f"set {name}", "no longer needed"))
@@ -323,7 +370,7 @@ def _decisions(chain: SavedChain | Chain | None) -> list[RuleBody]:
     return [r.body for r in chain.rules if r.body is not None]
 
 
-def _regions(body: RuleBody, sets: dict[str, frozenset[Cidr]]) -> Iterable[tuple[Cidr, Cidr | None]]:
+def _regions(body: RuleBody, sets: Mapping[str, frozenset[Cidr]]) -> Iterable[tuple[Cidr, Cidr | None]]:
     sources: frozenset[Cidr] = frozenset()
     destinations: frozenset[Cidr] | None = None
     for match in body.matches:
@@ -357,15 +404,27 @@ def _plan_conntrack(desired: RuleSet, observed: ObservedState) -> tuple[Conntrac
             saved_table = dump.table(table.value)
             old = [b for b in _decisions(saved_table.chain(name) if saved_table else None) if _is_decision(b)]
             new = [b for b in _decisions(rules.chain(table, name) if rules else None) if _is_decision(b)]
-            changed = _changed_bodies(old, new)
-            for body in changed:
-                for region in _regions(body, old_sets if body in old and body not in new else new_sets):
-                    flushes.add(ConntrackFlush(family, *region))
-            for body in set(old) & set(new) - set(changed):
-                before = set(_regions(body, old_sets))
-                after = set(_regions(body, new_sets))
-                flushes.update(ConntrackFlush(family, *region) for region in before ^ after)
+            flushes |= _flushes(family, old, new, old_sets, new_sets)
+    return _sorted_flushes(flushes)
+
+
+def _sorted_flushes(flushes: set[ConntrackFlush]) -> tuple[ConntrackFlush, ...]:
     return tuple(sorted(flushes, key=lambda f: (f.family, f.source, f.destination or f.source)))
+
+
+def _flushes(family: Family, old: list[RuleBody], new: list[RuleBody], old_sets: Mapping[str, frozenset[Cidr]],
+             new_sets: Mapping[str, frozenset[Cidr]]) -> set[ConntrackFlush]:
+    """Flows of the decisions ``old`` -> ``new`` that changed, by rule or by the members of their sets."""
+    flushes: set[ConntrackFlush] = set()
+    changed = _changed_bodies(old, new)
+    for body in changed:
+        for region in _regions(body, old_sets if body in old and body not in new else new_sets):
+            flushes.add(ConntrackFlush(family, *region))
+    for body in set(old) & set(new) - set(changed):
+        before = set(_regions(body, old_sets))
+        after = set(_regions(body, new_sets))
+        flushes.update(ConntrackFlush(family, *region) for region in before ^ after)
+    return flushes
 
 
 def _changed_bodies(old: list[RuleBody], new: list[RuleBody]) -> list[RuleBody]:

@@ -1,9 +1,11 @@
 """Writing a plan for the tools: restore and batch deltas, and conntrack commands.
 
 Outputs, in apply order: ``ipset-before.restore``, ``iptables.delta``,
-``ip6tables.delta``, ``iproute-v4.delta``, ``iproute-v6.delta``,
-``ipset-after.restore``, ``conntrack.commands``. An output with nothing to do
-is left out; a plan with nothing to do renders to nothing.
+``ip6tables.delta``, ``nftables.delta.json`` (the nftables datapath's one
+atomic batch, see :mod:`egress_rules.plan.nft`), ``iproute-v4.delta``,
+``iproute-v6.delta``, ``ipset-after.restore``, ``conntrack.commands``. An
+output with nothing to do is left out; a plan with nothing to do renders to
+nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from egress_rules.plan.model import (
     SetOp,
     TableOp,
 )
+from egress_rules.plan.nft import render_nft_batch
 from egress_rules.plan.planner import ipset_entries
 
 
@@ -122,6 +125,8 @@ def render_plan(plan: Plan, config: Config) -> tuple[Output, ...]:
     for delta in plan.iptables:
         name = "iptables" if delta.family is Family.IPV4 else "ip6tables"
         outputs.append(Output(f"{name}.delta", f"{name}-restore --noflush", render_iptables_delta(delta)))
+    if plan.nft:
+        outputs.append(Output("nftables.delta.json", "nft -j -f", render_nft_batch(plan.nft, config)))
     for routing in plan.routing:
         outputs.append(Output(f"iproute-{routing.family.suffix}.delta", f"{command_for(routing.family)} FILE",
                               render_routing_delta(routing)))
