@@ -63,3 +63,104 @@ def test_usage_error_exits_2() -> None:
                             text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "--state" in result.stderr
+
+
+# ------------------------------------------------------------------ plan, collect, config, resources
+
+BUNDLE_NAMES = {"iptables-save": "iptables-save.txt", "ip6tables-save": "ip6tables-save.txt",
+                "ipset save": "ipset-save.txt", "ip -4 -j rule": "ip-rule-v4.json",
+                "ip -6 -j rule": "ip-rule-v6.json", "ip -4 -j route": "ip-route-v4.json",
+                "ip -6 -j route": "ip-route-v6.json"}
+
+
+def _observed_dir(tmp_path: Path, node: object) -> Path:
+    directory = tmp_path / "observed"
+    directory.mkdir(exist_ok=True)
+    for key, text in node.dumps().items():  # type: ignore[attr-defined]
+        (directory / BUNDLE_NAMES[key]).write_text(text)
+    return directory
+
+
+def test_plan_exit_codes_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from egress_rules.backends import render_all
+    from egress_rules.compiler import compile
+    from tests.fakes import FakeNode
+
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(dump_input(CompileInput(scenarios.mixed_roles()))))
+    node = FakeNode()
+    args = ["plan", "--state", str(state), "--node", "node-b", "--observed", str(_observed_dir(tmp_path, node))]
+    assert main(args) == 3
+    captured = capsys.readouterr()
+    assert "# ==> iptables.delta" in captured.out and "drift: missing" in captured.err
+    node.apply(render_all(compile(scenarios.mixed_roles(), "node-b")))
+    args[-1] = str(_observed_dir(tmp_path, node))
+    assert main(args) == EXIT_OK
+    assert capsys.readouterr().out == ""
+
+
+def test_plan_reads_a_bundle_on_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from tests.fakes import FakeNode
+
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(dump_input(CompileInput(scenarios.one_policy()))))
+    bundle = {BUNDLE_NAMES[k]: v for k, v in FakeNode().dumps().items()}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(bundle)))
+    assert main(["plan", "--state", str(state), "--node", "node-a", "--observed", "-"]) == 3
+    assert "ipset-before.restore" in capsys.readouterr().out
+
+
+def test_plan_names_missing_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(dump_input(CompileInput(scenarios.one_policy()))))
+    (tmp_path / "empty").mkdir()
+    assert main(["plan", "--state", str(state), "--node", "node-a", "--observed", str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "missing ip-route-v4.json" in err and "iptables-save > iptables-save.txt" in err
+
+
+def test_collect_prints_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["collect", "--datapath", "nft", "--dir", "/tmp/x"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "nft -j list ruleset > /tmp/x/nft-ruleset.json" in out and "iptables-save" not in out
+
+
+def test_settings_from_set_and_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"tunnel_device": "vx0"}')
+    assert main(["demo", "--config", str(settings), "--set", "tables.start=5000", "--set", "weave_no_snat=true",
+                 "--format", "all"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "dev vx0 table 50" in out and "weave no snat" in out
+    assert main(["demo", "--set", "tables.start=0"]) == EXIT_INVALID
+    assert "config.tables.start" in capsys.readouterr().err
+    assert main(["demo", "--set", "nonsense"]) == EXIT_INVALID
+
+
+def test_compile_from_resources(capsys: pytest.CaptureFixture[str]) -> None:
+    dump = Path(__file__).parent.parent / "examples" / "cluster" / "resources.json"
+    assert main(["compile", "--resources", str(dump), "--node", "node-a", "--format", "iptables"]) == EXIT_OK
+    assert "*mangle" in capsys.readouterr().out
+
+
+def test_config_prints_the_effective_differences(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--set", "keep_mark=0x13000000"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == {"keep_mark": 0x13000000}
+
+
+def test_trace_explains_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "--src", "10.244.1.10", "--dst", "203.0.113.10", "--proto", "tcp", "--dport", "443",
+                 "--brief"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("leaves with 192.0.2.50 (EIP of policy default/web via node-b)")
+    assert "EGRESSGATEWAY-TO-" in out and "tunnel to node-b" in out
+
+
+def test_trace_fail_on_leak_and_bad_packets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["trace", "--src", "10.244.1.10", "--dst", "2001:db8:ff::10"]) == EXIT_INVALID
+    assert "different families" in capsys.readouterr().err
+    assert main(["trace", "--src", "10.244.1.10", "--dst", "203.0.113.10", "--cni-other-backend",
+                 "--fail-on-leak"]) == EXIT_OK

@@ -59,3 +59,15 @@ def test_config_settings_are_read() -> None:
     assert item.config.mark_layout.owned_mask == 0xFFFF0000
     assert item.config.other_mark_users == {MarkUser.CILIUM, MarkUser.KUBE_PROXY}
     assert item.config.ipv6 is False
+
+
+def test_config_round_trips_through_the_schema() -> None:
+    from egress_rules.model.config import Config, MarkLayout, TableRange
+    from egress_rules.model.schema import dump_config, load_config
+
+    config = Config(tables=TableRange(5000, 10), mark_layout=MarkLayout(value_shift=16, value_bits=8),
+                    other_mark_users=frozenset({MarkUser.CILIUM}), ipv6=False, tunnel_device="vx0")
+    assert dump_config(Config()) == {}
+    assert load_config(json.loads(json.dumps(dump_config(config)))) == config
+    item = CompileInput(scenarios.one_policy(), config=config)
+    assert load_input(json.loads(json.dumps(dump_input(item)))) == item

@@ -139,7 +139,7 @@ def _config(value: object, path: str) -> Config:
             known = {u.label: u for u in MarkUser}
             users = set()
             for i, label in enumerate(_list(item, where)):
-                if label not in known:
+                if not isinstance(label, str) or label not in known:
                     raise InvalidInputError(f"{where}[{i}]", f"{label!r} is not one of {', '.join(sorted(known))}")
                 users.add(known[label])
             kwargs[key] = frozenset(users)
@@ -148,6 +148,30 @@ def _config(value: object, path: str) -> Config:
         else:
             kwargs[key] = item
     return _at(path, lambda: Config(**kwargs))
+
+
+def load_config(data: object) -> Config:
+    """A :class:`Config` from decoded JSON (the ``config`` section of the input schema)."""
+    return _config(data, "config")
+
+
+def dump_config(config: Config) -> dict[str, Any]:
+    """The settings of ``config`` that differ from the defaults, in the input schema's form."""
+    return _differences(attrs.asdict(config, recurse=True), attrs.asdict(Config(), recurse=True))
+
+
+def _differences(value: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if item == default[key]:
+            continue
+        if isinstance(item, dict):
+            result[key] = _differences(item, default[key])
+        elif isinstance(item, (set, frozenset)):
+            result[key] = sorted(user.label for user in item)
+        else:
+            result[key] = item
+    return result
 
 
 def load_input(data: object) -> CompileInput:
@@ -183,6 +207,7 @@ def dump_input(item: CompileInput) -> dict[str, Any]:
     """The JSON-ready form of ``item``; ``load_input(dump_input(x)) == x``."""
     state = item.state
     return {
+        "config": dump_config(item.config),
         "cluster": {k: [str(c) for c in getattr(state.cluster, k)] for k in ("pod", "service", "node", "extra")},
         "nodes": [{"name": n.name,
                    **({"tunnel_ipv4": str(n.tunnel_ipv4)} if n.tunnel_ipv4 else {}),
