@@ -7,9 +7,12 @@ Run from the repository root, on the example dump or on your own cluster's::
         egressendpointslices,egressclusterendpointslices -A -o json > dump.json
     python examples/agent_loop.py --node "$(hostname)" --iterations 3 --interval 10 dump.json
 
-It never runs a command and never touches the node: it prints the text a real
-agent would feed to ``ipset restore``, ``iptables-restore``, ``ip6tables-restore``
-and ``ip -batch``. A real agent differs in three ways, marked "REAL AGENT" below.
+It never runs a command and never touches the node: it prints what a real
+agent would apply. The first iteration is a full install (``ipset restore``,
+``iptables-restore``, ``ip6tables-restore``, ``ip -batch``); every later one
+prints only the change since the previous iteration, from the incremental
+compiler, or nothing when nothing changed. A real agent differs in the ways
+marked "REAL AGENT" below.
 """
 
 from __future__ import annotations
@@ -22,36 +25,40 @@ from pathlib import Path
 
 import egress_rules as er
 from egress_rules.adapters import load_resource_text
+from egress_rules.compiler.incremental import NodeCompiler
+from egress_rules.plan import render_plan
 
 
 def run(dump: Path, node: str, iterations: int, interval: float) -> None:
-    node_marks: dict[str, int] = {}
-    applied: tuple[er.Output, ...] = ()
+    compiler: NodeCompiler | None = None
     for iteration in range(1, iterations + 1):
         # REAL AGENT: watch the seven resource kinds through the API server instead of re-reading a file.
-        loaded = load_resource_text(dump.read_text(), node_marks=node_marks, source=str(dump))
+        # Marks the allocator assigned (an upstream mark that does not fit the layout) must not move: feed
+        # every node's mark back in. The NodeCompiler keeps them, and this node's routing tables, itself.
+        previous_marks = dict(compiler.ruleset.node_marks) if compiler else {}
+        loaded = load_resource_text(dump.read_text(), node_marks=previous_marks, source=str(dump))
         item = loaded.compile_input
-        ruleset = er.compile(item.state, node, item.config, marks=item.mark_allocator(),
-                             tables=item.table_allocator(node))
-        # Marks the allocator assigned (an upstream mark that does not fit the layout, or none given) must not
-        # move between compiles: feed every node's mark back in as an existing assignment.
-        node_marks = dict(ruleset.node_marks)
-        # REAL AGENT: keep RuleSet.routing_tables the same way, per node (CompileInput.routing_tables).
-        for warning in (*loaded.warnings, *ruleset.warnings):
+        for warning in loaded.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-
-        outputs = er.render_all(ruleset)
         print(f"### iteration {iteration}: node {node}, {len(item.state.policies)} policies, "
               f"{len(loaded.skipped)} skipped")
-        if outputs == applied:
-            print("# unchanged since the last iteration: nothing to apply")
+        if compiler is None:
+            compiler = NodeCompiler(item.state, node, item.config, marks=item.mark_allocator(),
+                                    tables=item.table_allocator(node))
+            # REAL AGENT: on start the node may already hold rules (a restart): instead of a full install,
+            # read it (see 'egress-rules collect') and apply egress_rules.plan.plan(compiler.ruleset, observed).
+            outputs = er.render_all(compiler.ruleset)
         else:
-            # REAL AGENT: do not re-apply full renders. egress_rules.plan.plan(ruleset, observed) turns them into
-            # the smallest change set for what the node has now (read with iptables-save, ipset save and
-            # ip -j rule/route into egress_rules.observed); reading the node is what this example leaves out.
-            for output in outputs:
-                print(f"# ==> {output.name} (apply with: {output.command})\n{output.text}")
-            applied = outputs
+            # REAL AGENT: an endpoint slice event can use compiler.update_endpoints(), which costs time in
+            # proportion to the one policy, not the cluster; and now and then, reconcile against the node.
+            update = compiler.update(item.state)
+            outputs = render_plan(update.plan, item.config)
+        for warning in compiler.ruleset.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if not outputs:
+            print("# nothing to apply")
+        for output in outputs:
+            print(f"# ==> {output.name} (apply with: {output.command})\n{output.text}")
         if iteration < iterations:
             time.sleep(interval)
 
