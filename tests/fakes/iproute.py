@@ -61,6 +61,19 @@ def _words_to_options(words: list[str]) -> dict[str, str]:
     return dict(zip(words[::2], words[1::2], strict=False))
 
 
+def _selectors(options: dict[str, str]) -> dict[str, Any]:
+    """``from``/``to`` of an ip rule as ``ip -j rule`` prints them (``src``/``srclen``, ``dst``/``dstlen``)."""
+    selectors: dict[str, Any] = {}
+    for option, key in (("from", "src"), ("to", "dst")):
+        text = options.get(option, "all")
+        if text != "all":
+            cidr = parse_cidr(text)
+            selectors[key] = cidr.address
+            if not cidr.is_host:
+                selectors[f"{key}len"] = cidr.prefixlen
+    return selectors
+
+
 class FakeIproute:
     """Rules and routes of both families; devices listed in ``devices`` exist."""
 
@@ -89,10 +102,13 @@ class FakeIproute:
                 value, _, mask_text = mark_text.partition("/")
                 mark, mask = int(value, 0), int(mask_text, 0) if mask_text else 0xFFFFFFFF
             rule = FakeRule(int(options.get("pref", options.get("priority", "0"))), mark, mask,
-                            options.get("table", "main"), options.get("protocol"))
+                            options.get("table", "main"), options.get("protocol"), _selectors(options))
             rules = self.rules[family]
+            # As the kernel compares (add: "exists", del: what to delete), a from/to the command leaves out
+            # matches any: "from all" collides with an existing "from 10.0.0.0/8" rule, not the other way round.
             same = [r for r in rules if (r.priority, r.fwmark, r.fwmask, r.table) ==
-                    (rule.priority, rule.fwmark, rule.fwmask, rule.table)]
+                    (rule.priority, rule.fwmark, rule.fwmask, rule.table)
+                    and all(r.extra.get(k) == v for k, v in rule.extra.items())]
             if words[1] == "add":
                 if same:
                     raise ToolError("RTNETLINK answers: File exists")
