@@ -28,7 +28,8 @@ CLUSTER = ClusterCIDRs(
 
 def pod(node: str, index: int = 10, family: int = 4) -> Endpoint:
     n = "abc".index(node[-1]) + 1
-    return Endpoint(f"10.244.{n}.{index}" if family == 4 else f"fd00:244:{n}::{index:x}", node)
+    # The topology's IPv6 pods reuse the IPv4 host number as text: 10.244.1.10 and fd00:244:1::10.
+    return Endpoint(f"10.244.{n}.{index}" if family == 4 else f"fd00:244:{n}::{index}", node)
 
 
 def one_policy() -> ClusterState:

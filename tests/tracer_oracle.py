@@ -89,7 +89,7 @@ def expected_source(state: ClusterState, envs: dict[str, NodeEnvironment], pod: 
         if eip is not None:
             return eip
         return masquerade_address(envs[policy.gateway_node], dst)
-    if contains(state.cluster.pod, pod) and not in_cluster:
+    if contains(state.cluster.pod, pod) and not contains(state.cluster.pod, dst):
         node_address = envs[node].uplink_address(family)
         assert node_address is not None
         return node_address

@@ -171,9 +171,11 @@ class CniMasquerade:
     @classmethod
     def for_cluster(cls, cluster: ClusterCIDRs, *, same_backend: bool = True,
                     out_interface: str | None = None) -> CniMasquerade:
-        """Masquerade the pod CIDRs, except towards anything the cluster calls its own (every cluster CIDR)."""
-        everything = tuple(c for f in Family for c in cluster.all(f))
-        return cls(sources=cluster.pod, exempt_destinations=everything, out_interface=out_interface,
+        """Masquerade the pod CIDRs except towards pods, as bridge-style CNIs do (``! -d <pod CIDR>``).
+
+        Traffic from a pod to a node or service address is masqueraded too.
+        """
+        return cls(sources=cluster.pod, exempt_destinations=cluster.pod, out_interface=out_interface,
                    same_backend=same_backend)
 
     def miss(self, packet: Packet, out_device: str) -> str | None:

@@ -8,8 +8,7 @@ compiled model. Importable without root: no namespaces, no subprocesses.
 Expected values are written by hand from the scenarios' policies (precedence,
 destSubnet, gateway, EIP or node IP); nothing here runs the compiler.
 
-``scenario_state(name)`` gives the scenario as these cases need it: see
-:func:`topology_pod_addresses` for the one correction it applies.
+``scenario_state(name)`` gives the scenario a case names.
 """
 
 from __future__ import annotations
@@ -18,14 +17,12 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-import attrs
-
-from egress_rules.model.cluster import ClusterState, Endpoint
+from egress_rules.model.cluster import ClusterState
 from tests.scenarios import SCENARIOS
 
 from .topology import ADDRESSES, Family, NodeRole, PodRole, Role
 
-__all__ = ["CASES", "PacketCase", "external_cases", "scenario_state", "topology_pod_addresses"]
+__all__ = ["CASES", "PacketCase", "external_cases", "scenario_state"]
 
 Proto = Literal["udp", "tcp"]
 
@@ -153,31 +150,6 @@ def external_cases() -> tuple[PacketCase, ...]:
     return tuple(c for c in CASES if c.receiver == "ext")
 
 
-def topology_pod_addresses(state: ClusterState) -> ClusterState:
-    """``state`` with IPv6 pod endpoints written the way the topology numbers its pods.
-
-    ``tests.scenarios.pod(node, family=6)`` formats the host part as hex of
-    10 (``fd00:244:1::a``), while the topology (and the scenarios' own
-    docstring) give pods ``fd00:244:N::10``. An endpoint that is not a
-    topology pod but whose hex host part read as decimal digits is one gets
-    that pod's address; everything else is left alone. A no-op once the
-    scenarios are fixed (see ``test_scenario_endpoints_are_topology_pods``).
-    """
-    pods = {pod.ip6 for pod in ADDRESSES.pods} | {pod.ip4 for pod in ADDRESSES.pods}
-
-    def fix(endpoint: Endpoint) -> Endpoint:
-        network = ipaddress.ip_network(str(endpoint.cidr))
-        host = str(network.network_address)
-        if network.version != 6 or network.prefixlen != 128 or host in pods:
-            return endpoint
-        prefix, _, last = host.rpartition(":")
-        candidate = f"{prefix}:{int(last, 16)}"
-        return Endpoint(candidate, endpoint.node) if candidate in pods else endpoint
-
-    policies = [attrs.evolve(p, sources=[fix(e) for e in p.sources]) for p in state.policies]
-    return attrs.evolve(state, policies=policies)
-
-
 def scenario_state(name: str) -> ClusterState:
-    """The named scenario of :data:`tests.scenarios.SCENARIOS`, with topology pod addresses."""
-    return topology_pod_addresses(SCENARIOS[name]())
+    """The named scenario of :data:`tests.scenarios.SCENARIOS` (its addresses are the topology's)."""
+    return SCENARIOS[name]()
