@@ -344,7 +344,8 @@ def test_plan_notes_carry_the_backend_note_and_an_empty_plan_renders_nothing() -
     [output] = NftablesBackend().render(desired)
     assert first.notes == output.notes
     names = [o.name for o in render_plan(first, CONFIG)]
-    assert names == ["nftables.delta.json", "iproute-v4.delta", "conntrack.commands"]
+    # Routes before the rules that mark packets for them.
+    assert names == ["iproute-v4.delta", "nftables.delta.json", "conntrack.commands"]
     node.apply(render_plan(first, CONFIG))
     assert render_plan(plan(desired, node.observe(CONFIG)), CONFIG) == ()
     assert render_nft_batch((), CONFIG) == ""

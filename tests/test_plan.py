@@ -258,3 +258,18 @@ def test_plan_size_follows_the_change() -> None:
     assert set(by_name) == {"ipset-before.restore", "conntrack.commands"}
     assert by_name["conntrack.commands"] == (
         "conntrack -D -f ipv4 -s 10.200.0.1 -d 198.51.0.0 --mask-dst 255.255.255.0\n")
+
+
+def test_a_new_cluster_cidr_flushes_the_flows_it_stops_redirecting() -> None:
+    # Under an empty destSubnet, a prefix joining the cluster CIDRs stops being redirected: flows already
+    # tunnelled there keep their "no NAT" binding and would leak the pod's address until flushed.
+    import attrs
+
+    before = scenarios.empty_destinations()
+    after = attrs.evolve(before, cluster=attrs.evolve(before.cluster, extra=(*before.cluster.extra,
+                                                                            "198.51.100.0/24")))
+    node = FakeNode()
+    converge(node, compile(before, "node-a"))
+    flushes = plan(compile(after, "node-a"), node.observe(CONFIG)).conntrack
+    assert [" ".join(f.argv()) for f in flushes] == [
+        "conntrack -D -f ipv4 -s 10.244.1.10 -d 198.51.100.0 --mask-dst 255.255.255.0"]

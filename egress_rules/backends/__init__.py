@@ -19,10 +19,11 @@ BACKENDS: dict[str, Backend] = {
     "nft": NftablesBackend(),
 }
 
-# The iptables datapath, in the order its outputs must be applied: sets before the rules that name them.
-APPLY_ORDER = ("ipset", "iptables", "ip6tables", "iproute")
+# The iptables datapath, in the order its outputs must be applied: sets before the rules that name them,
+# and routes before the rules that mark packets for them (a marked packet must always find its route).
+APPLY_ORDER = ("ipset", "iproute", "iptables", "ip6tables")
 # The same datapath with nftables in place of iptables and ipset.
-NFT_APPLY_ORDER = ("nft", "iproute")
+NFT_APPLY_ORDER = ("iproute", "nft")
 
 
 @without_gc

@@ -235,8 +235,8 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
 def _add_output_options(p: argparse.ArgumentParser, formats: bool = True) -> None:
     if formats:
         p.add_argument("--format", choices=FORMATS, default="all",
-                       help="which output (default: all). Apply ONE datapath: ipset, iptables, ip6tables, "
-                            "iproute, in that order; or nft, then iproute")
+                       help="which output (default: all). Apply ONE datapath: ipset, iproute, iptables, "
+                            "ip6tables, in that order; or iproute, then nft")
     p.add_argument("--out", type=Path, metavar="DIR",
                    help="write one file per output into DIR instead of printing (file names: ipset.restore, "
                         "iptables.rules, ip6tables.rules, iproute-v4.batch, iproute-v6.batch, nftables.json; "
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="egress-rules",
         description="Compile Kubernetes egress-gateway policies into the Linux datapath of one node: "
                     "iptables-restore text (IPv4, IPv6), ipset restore text, nftables JSON and ip -batch text. "
-                    "Nothing is applied; you apply the outputs, in the order they are printed.",
+                    "Nothing is applied; you apply the outputs, in the order they are printed (ipset, iproute, "
+                    "iptables, ip6tables; or iproute, nft).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -27,8 +27,8 @@ from egress_rules.model.cluster import ClusterState, Endpoint, PolicyKey
 from egress_rules.model.config import DEFAULT_CONFIG, Config
 from egress_rules.model.ruleset import FamilyRuleSet, NetfilterTable, Role, RuleBody, RuleSet, SetMatch
 from egress_rules.plan.model import ConntrackFlush, Plan, SetOp
-from egress_rules.plan.planner import _is_decision, ipset_entries
-from egress_rules.plan.transition import flush_order, member_flushes, plan_transition, set_change
+from egress_rules.plan.planner import _is_decision, ipset_entries, region_changes, sorted_flushes
+from egress_rules.plan.transition import plan_transition, set_change
 
 
 @attrs.frozen
@@ -153,7 +153,7 @@ class NodeCompiler:
         self._ruleset = current
         plan = Plan(node=self._node, sets_before=tuple(sets_before), iptables=(), routing=(),
                     sets_after=tuple(sets_after),
-                    conntrack=tuple(sorted(flushes, key=flush_order)),
+                    conntrack=sorted_flushes(flushes),
                     drift=())
         return Update(previous, current, plan)
 
@@ -167,6 +167,6 @@ class NodeCompiler:
                 slot = self._set_slot.get((rules.family, match.set_name)) if isinstance(match, SetMatch) else None
                 if slot is not None:
                     entries[rules.sets[slot].name] = ipset_entries(rules.sets[slot])
-            flushes |= member_flushes(rules.family, body, changed=changed, before=before, after=after,
-                                      entries=entries)
+            old, new = {**entries, changed: before}, {**entries, changed: after}
+            flushes.update(ConntrackFlush(rules.family, *region) for region in region_changes(body, old, new))
         return flushes

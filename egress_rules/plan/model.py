@@ -240,7 +240,12 @@ class AddIPRule:
 
 @attrs.frozen
 class DeleteIPRule:
-    """Delete our rule with these selectors."""
+    """Delete our rule with these selectors.
+
+    ``selectors`` are the other keys ``ip -j rule`` printed (JSON values), so
+    that the delete names this rule and no other: the kernel deletes the first
+    rule matching the selectors a delete gives.
+    """
 
     family: Family
     priority: int
@@ -248,6 +253,7 @@ class DeleteIPRule:
     mask: int | None
     table: int | None
     protocol: int
+    selectors: tuple[tuple[str, str], ...] = ()
 
 
 @attrs.frozen
@@ -324,10 +330,13 @@ class Drift:
 
 @attrs.frozen
 class Plan:
-    """Everything to do on one node, in apply order: sets before, iptables, nft, routing, sets after, conntrack.
+    """Everything to do on one node. Apply order: ``sets_before``, ``routing``, ``iptables`` or ``nft``,
+    ``routing_after``, ``sets_after``, then ``conntrack``.
 
-    ``nft`` is one atomic ``nft -j -f`` batch; it is only used on the nftables
-    datapath, where the ipset and iptables parts stay empty.
+    Routes and rules for gateways come before the packet filter starts marking
+    for them, and leave after it stops, so a marked packet always finds its
+    route. ``nft`` is one atomic ``nft -j -f`` batch; it is only used on the
+    nftables datapath, where the ipset and iptables parts stay empty.
     """
 
     node: str
@@ -339,8 +348,10 @@ class Plan:
     drift: tuple[Drift, ...]
     notes: tuple[str, ...] = ()
     nft: tuple[NftOp, ...] = ()
+    routing_after: tuple[RouteDelta, ...] = ()
 
     @property
     def is_empty(self) -> bool:
         return not (self.sets_before or self.sets_after or self.conntrack or self.nft
-                    or any(t.ops for d in self.iptables for t in d.tables) or any(d.ops for d in self.routing))
+                    or any(t.ops for d in self.iptables for t in d.tables)
+                    or any(d.ops for d in (*self.routing, *self.routing_after)))

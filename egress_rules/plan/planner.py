@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from egress_rules.backends.ipset import maxelem_for
 from egress_rules.errors import InvalidInputError
@@ -99,13 +99,14 @@ def plan(desired: RuleSet, observed: ObservedState) -> Plan:
         iptables.append(IptablesDelta(family, _plan_iptables(rules_or_none, dump, drift)))
 
     sets_before, sets_after = _plan_sets(desired, observed.ipsets, drift)
-    routing = _routing(desired, observed, drift)
+    routing, routing_after = _routing(desired, observed, drift)
     conntrack = _plan_conntrack(desired, observed)
     return Plan(
         node=desired.node,
         sets_before=tuple(sets_before),
         iptables=tuple(d for d in iptables if d.tables),
         routing=routing,
+        routing_after=routing_after,
         sets_after=tuple(sets_after),
         conntrack=conntrack,
         drift=tuple(sorted(drift)),
@@ -119,10 +120,17 @@ def _check_routing_read(desired: RuleSet, observed: ObservedState) -> None:
             raise InvalidInputError("observed state", f"{rules.family.label} ip rules or routes missing")
 
 
-def _routing(desired: RuleSet, observed: ObservedState, drift: list[Drift]) -> tuple[RouteDelta, ...]:
-    routing = (RouteDelta(family, _plan_routing(desired.family(family), observed, family, drift))
-               for family in sorted(set(observed.ip_rules) | set(observed.routes)))
-    return tuple(d for d in routing if d.ops)
+def _routing(desired: RuleSet, observed: ObservedState,
+             drift: list[Drift]) -> tuple[tuple[RouteDelta, ...], tuple[RouteDelta, ...]]:
+    """Routing deltas per family: before and after the packet-filter changes."""
+    before, after = [], []
+    for family in sorted(set(observed.ip_rules) | set(observed.routes)):
+        first, last = _plan_routing(desired.family(family), observed, family, drift)
+        if first:
+            before.append(RouteDelta(family, first))
+        if last:
+            after.append(RouteDelta(family, last))
+    return tuple(before), tuple(after)
 
 
 def _plan_nft_datapath(desired: RuleSet, observed: ObservedState, listing: NftRuleset) -> Plan:
@@ -133,7 +141,7 @@ def _plan_nft_datapath(desired: RuleSet, observed: ObservedState, listing: NftRu
     _check_routing_read(desired, observed)
     drift: list[Drift] = []
     ops = nft.plan_nft(desired, listing, drift)
-    routing = _routing(desired, observed, drift)
+    routing, routing_after = _routing(desired, observed, drift)
     flushes: set[ConntrackFlush] = set()
     for family, old, new, old_sets, new_sets in nft.decision_inputs(desired, listing):
         flushes |= _flushes(family, [b for b in old if _is_decision(b)], [b for b in new if _is_decision(b)],
@@ -143,8 +151,9 @@ def _plan_nft_datapath(desired: RuleSet, observed: ObservedState, listing: NftRu
         sets_before=(),
         iptables=(),
         routing=routing,
+        routing_after=routing_after,
         sets_after=(),
-        conntrack=_sorted_flushes(flushes),
+        conntrack=sorted_flushes(flushes),
         drift=tuple(sorted(drift)),
         notes=nft.datapath_notes(desired),
         nft=ops,
@@ -315,12 +324,22 @@ _FROM_ALL = (("src", json.dumps("all")),)
 
 
 def _plan_routing(rules: FamilyRuleSet | None, observed: ObservedState, family: Family,
-                  drift: list[Drift]) -> tuple[RouteOp, ...]:
+                  drift: list[Drift]) -> tuple[tuple[RouteOp, ...], tuple[RouteOp, ...]]:
+    """Routing operations to apply before the packet-filter changes, and after them.
+
+    Before: new and changed routes, then the rules that use them, so that a
+    packet marked for a gateway always finds its route. A stray rule of ours
+    in the way of one to add (same priority, mark and table, other selectors)
+    is deleted first: the kernel compares only the selectors an add names, so
+    the add would fail. After: rules and routes of gateways no longer used,
+    once nothing marks packets for them.
+    """
     desired_rules = {(r.priority, r.mark, r.mask, r.table): r for r in rules.ip_rules} if rules else {}
     desired_routes = {(r.table, r.destination): r for r in rules.routes} if rules else {}
     owned_rules = [r for r in observed.ip_rules.get(family, ()) if r.owned]
     owned_routes = [r for r in observed.routes.get(family, ()) if r.owned]
     adds: list[RouteOp] = []
+    conflicting_deletes: list[RouteOp] = []
     rule_deletes: list[RouteOp] = []
     route_deletes: list[RouteOp] = []
     seen_rules = set()
@@ -329,8 +348,9 @@ def _plan_routing(rules: FamilyRuleSet | None, observed: ObservedState, family: 
         if key in desired_rules and key not in seen_rules and rule.selectors == _FROM_ALL:
             seen_rules.add(key)
             continue
-        rule_deletes.append(DeleteIPRule(family, rule.priority, rule.mark, rule.mask, rule.table,
-                                         rule.protocol if rule.protocol is not None else 0))
+        delete = DeleteIPRule(family, rule.priority, rule.mark, rule.mask, rule.table,
+                              rule.protocol if rule.protocol is not None else 0, rule.selectors)
+        (conflicting_deletes if key in desired_rules else rule_deletes).append(delete)
         drift.append(Drift(DriftKind.EXTRA, f"{family.label} ip rule pref {rule.priority}",
                            f"fwmark {rule.mark} table {rule.table}"))
     seen_routes = {}
@@ -354,9 +374,9 @@ def _plan_routing(rules: FamilyRuleSet | None, observed: ObservedState, family: 
             route_deletes.append(DeleteRoute(family, route.table, destination,
                                              route.protocol if route.protocol is not None else 0))
             drift.append(Drift(DriftKind.EXTRA, f"{family.label} route table {route.table}", str(destination)))
-    # New routes before the rules that use them; rules leave before their routes.
-    return (*[op for op in adds if isinstance(op, ReplaceRoute)], *[op for op in adds if isinstance(op, AddIPRule)],
-            *rule_deletes, *route_deletes)
+    before = (*[op for op in adds if isinstance(op, ReplaceRoute)], *conflicting_deletes,
+              *[op for op in adds if isinstance(op, AddIPRule)])
+    return before, (*rule_deletes, *route_deletes)
 
 
 # ---------------------------------------------------------------- conntrack
@@ -370,20 +390,51 @@ def _decisions(chain: SavedChain | Chain | None) -> list[RuleBody]:
     return [r.body for r in chain.rules if r.body is not None]
 
 
-def _regions(body: RuleBody, sets: Mapping[str, frozenset[Cidr]]) -> Iterable[tuple[Cidr, Cidr | None]]:
-    sources: frozenset[Cidr] = frozenset()
-    destinations: frozenset[Cidr] | None = None
+def _set_matches(body: RuleBody) -> tuple[str | None, str | None, bool]:
+    """The source set, the destination set, and whether the destination match is negated."""
+    source = destination = None
+    negated = False
     for match in body.matches:
         if isinstance(match, SetMatch) and match.direction.value == "src" and not match.negate:
-            sources = sets.get(match.set_name, frozenset())
-        elif isinstance(match, SetMatch) and match.direction.value == "dst" and not match.negate:
-            destinations = sets.get(match.set_name, frozenset())
-    for source in sorted(sources):
-        if destinations is None:
-            yield source, None
-        else:
-            for destination in sorted(destinations):
-                yield source, destination
+            source = match.set_name
+        elif isinstance(match, SetMatch) and match.direction.value == "dst":
+            destination, negated = match.set_name, match.negate
+    return source, destination, negated
+
+
+def rule_regions(body: RuleBody, sets: Mapping[str, frozenset[Cidr]]) -> set[tuple[Cidr, Cidr | None]]:
+    """The flows a decision rule decides: (source, destination) prefix pairs; ``None`` means any destination.
+
+    A negated destination set ("outside the cluster") cannot be written as a
+    conntrack filter, so such a rule's flows are named by source alone.
+    """
+    source, destination, negated = _set_matches(body)
+    sources = sets.get(source, frozenset()) if source else frozenset()
+    if destination is None or negated:
+        return {(s, None) for s in sources}
+    return {(s, d) for s in sources for d in sets.get(destination, frozenset())}
+
+
+def region_changes(body: RuleBody, old: Mapping[str, frozenset[Cidr]],
+                   new: Mapping[str, frozenset[Cidr]]) -> set[tuple[Cidr, Cidr | None]]:
+    """Flows a kept decision rule gains or loses when its sets change from ``old`` to ``new``.
+
+    Computed from the changed members only, so one new pod costs one region per destination.
+    """
+    source, destination, negated = _set_matches(body)
+    empty: frozenset[Cidr] = frozenset()
+    s0, s1 = (old.get(source, empty), new.get(source, empty)) if source else (empty, empty)
+    if destination is None:
+        return {(s, None) for s in s0 ^ s1}
+    d0, d1 = old.get(destination, empty), new.get(destination, empty)
+    if negated:
+        # A source that joined or left: all its flows outside the set; a prefix that joined or left the
+        # negated set: flows of the kept sources to it (e.g. a new cluster CIDR must stop being redirected).
+        return {(s, None) for s in s0 ^ s1} | {(s, d) for s in s0 & s1 for d in d0 ^ d1}
+    changes: set[tuple[Cidr, Cidr | None]] = {(s, d) for s in s0 & s1 for d in d0 ^ d1}
+    changes.update((s, d) for s in s0 - s1 for d in d0)
+    changes.update((s, d) for s in s1 - s0 for d in d1)
+    return changes
 
 
 def _is_decision(body: RuleBody) -> bool:
@@ -405,10 +456,10 @@ def _plan_conntrack(desired: RuleSet, observed: ObservedState) -> tuple[Conntrac
             old = [b for b in _decisions(saved_table.chain(name) if saved_table else None) if _is_decision(b)]
             new = [b for b in _decisions(rules.chain(table, name) if rules else None) if _is_decision(b)]
             flushes |= _flushes(family, old, new, old_sets, new_sets)
-    return _sorted_flushes(flushes)
+    return sorted_flushes(flushes)
 
 
-def _sorted_flushes(flushes: set[ConntrackFlush]) -> tuple[ConntrackFlush, ...]:
+def sorted_flushes(flushes: set[ConntrackFlush]) -> tuple[ConntrackFlush, ...]:
     return tuple(sorted(flushes, key=lambda f: (f.family, f.source, f.destination or f.source)))
 
 
@@ -418,12 +469,10 @@ def _flushes(family: Family, old: list[RuleBody], new: list[RuleBody], old_sets:
     flushes: set[ConntrackFlush] = set()
     changed = _changed_bodies(old, new)
     for body in changed:
-        for region in _regions(body, old_sets if body in old and body not in new else new_sets):
+        for region in rule_regions(body, old_sets if body in old and body not in new else new_sets):
             flushes.add(ConntrackFlush(family, *region))
     for body in set(old) & set(new) - set(changed):
-        before = set(_regions(body, old_sets))
-        after = set(_regions(body, new_sets))
-        flushes.update(ConntrackFlush(family, *region) for region in before ^ after)
+        flushes.update(ConntrackFlush(family, *region) for region in region_changes(body, old_sets, new_sets))
     return flushes
 
 

@@ -10,7 +10,7 @@ comparison, and only what changed is diffed with the planner's own rules.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 
 from egress_rules.backends.ipset import maxelem_for
 from egress_rules.errors import InvalidInputError
@@ -36,12 +36,13 @@ from egress_rules.plan.model import (
 )
 from egress_rules.plan.planner import (
     _FROM_ALL,
-    _changed_bodies,
+    _flushes,
     _is_decision,
     _plan_routing,
     _plan_table,
-    _regions,
     ipset_entries,
+    region_changes,
+    sorted_flushes,
 )
 
 
@@ -52,6 +53,7 @@ def plan_transition(previous: RuleSet, current: RuleSet) -> Plan:
     scratch: list[Drift] = []  # a transition is not drift; the planner's helpers want somewhere to write
     iptables: list[IptablesDelta] = []
     routing: list[RouteDelta] = []
+    routing_after: list[RouteDelta] = []
     sets_before: list[SetOp] = []
     sets_after: list[SetOp] = []
     conntrack: set[ConntrackFlush] = set()
@@ -81,9 +83,11 @@ def plan_transition(previous: RuleSet, current: RuleSet) -> Plan:
                 iptables.append(IptablesDelta(family, tuple(tables)))
         if (old.ip_rules if old else ()) != (new.ip_rules if new else ()) or (
                 (old.routes if old else ()) != (new.routes if new else ())):
-            route_ops = _plan_routing(new, _observed_routing(family, old), family, scratch)
-            if route_ops:
-                routing.append(RouteDelta(family, route_ops))
+            first, last = _plan_routing(new, _observed_routing(family, old), family, scratch)
+            if first:
+                routing.append(RouteDelta(family, first))
+            if last:
+                routing_after.append(RouteDelta(family, last))
         conntrack |= _conntrack(family, old, new, changed_sets=changed_sets, chains_same=chains_same,
                                 config=current.config)
     return Plan(
@@ -91,8 +95,9 @@ def plan_transition(previous: RuleSet, current: RuleSet) -> Plan:
         sets_before=tuple(sets_before),
         iptables=tuple(iptables),
         routing=tuple(routing),
+        routing_after=tuple(routing_after),
         sets_after=tuple(sets_after),
-        conntrack=tuple(sorted(conntrack, key=flush_order)),
+        conntrack=sorted_flushes(conntrack),
         drift=(),
     )
 
@@ -137,10 +142,11 @@ def _set_change(before: IPSet | None, after: IPSet | None, limit: int, first: li
         return
     added = sorted(entries - old_entries)
     removed = sorted(old_entries - entries)
-    if added:
-        first.append(AddMembers(after.name, tuple(added)))
+    # Deletions first: a set at its maxelem has no room for an addition until they are done.
     if removed:
         first.append(DeleteMembers(after.name, tuple(removed)))
+    if added:
+        first.append(AddMembers(after.name, tuple(added)))
 
 
 def _saved_table(table: NetfilterTable, rules: FamilyRuleSet | None) -> SavedTable:
@@ -179,66 +185,21 @@ def _decision_bodies(rules: FamilyRuleSet | None, config: Config) -> list[RuleBo
 def _conntrack(family: Family, old: FamilyRuleSet | None, new: FamilyRuleSet | None, *,
                changed_sets: list[tuple[IPSet | None, IPSet | None]], chains_same: bool,
                config: Config) -> set[ConntrackFlush]:
-    """Flows whose decision changed: by changed decision rules, and by changed members of unchanged ones."""
-    flushes: set[ConntrackFlush] = set()
+    """Flows whose decision changed: by changed decision rules, and by changed members of kept ones."""
     changed_names = {ipset.name for pair in changed_sets for ipset in pair if ipset is not None}
     if not changed_names and chains_same:
-        return flushes
-    old_bodies = _decision_bodies(old, config)
-    new_bodies = old_bodies if chains_same else _decision_bodies(new, config)
-    changed = [] if chains_same else _changed_bodies(old_bodies, new_bodies)
-    kept = set(old_bodies) & set(new_bodies) - set(changed)
-    refilled = [body for body in kept if _set_names(body) & changed_names]
-    # Every set these rules name, not only the changed ones: a region is sources x destinations.
-    names = {name for body in (*changed, *refilled) for name in _set_names(body)}
-    old_entries = _entries(old, names)
-    new_entries = _entries(new, names)
-    for body in changed:
-        source = old_entries if body in old_bodies and body not in new_bodies else new_entries
-        flushes.update(ConntrackFlush(family, *region) for region in _regions(body, source))
-    for body in refilled:
-        [*changed_here] = _set_names(body) & changed_names
-        if len(changed_here) == 1:
-            name = changed_here[0]
-            flushes |= member_flushes(family, body, changed=name, before=old_entries.get(name, frozenset()),
-                                      after=new_entries.get(name, frozenset()), entries=new_entries)
-        else:
-            # Sources and destinations both changed: compare the whole regions.
-            before = set(_regions(body, old_entries))
-            after = set(_regions(body, new_entries))
-            flushes.update(ConntrackFlush(family, *region) for region in before ^ after)
-    return flushes
-
-
-def member_flushes(family: Family, body: RuleBody, *, changed: str, before: frozenset[Cidr],
-                   after: frozenset[Cidr], entries: Mapping[str, frozenset[Cidr]]) -> set[ConntrackFlush]:
-    """Flows a decision rule gains or loses when set ``changed`` goes from ``before`` to ``after``.
-
-    The same regions as comparing all of the rule's regions before and after,
-    computed from the changed members alone; only valid when no other set of
-    the rule changed.
-    """
-    delta = before ^ after
-    if not delta:
         return set()
-    sources: Iterable[Cidr] = ()
-    destinations: Iterable[Cidr] | None = None
-    for match in body.matches:
-        if not isinstance(match, SetMatch) or match.negate:
-            continue
-        members = delta if match.set_name == changed else entries.get(match.set_name, frozenset())
-        if match.direction.value == "src":
-            sources = members
-        else:
-            destinations = members
-    if destinations is None:
-        return {ConntrackFlush(family, source, None) for source in sources}
-    return {ConntrackFlush(family, source, destination) for source in sources for destination in destinations}
-
-
-def flush_order(flush: ConntrackFlush) -> tuple[Family, Cidr, Cidr]:
-    """The order the planner lists conntrack flushes in."""
-    return (flush.family, flush.source, flush.destination or flush.source)
+    old_bodies = _decision_bodies(old, config)
+    if chains_same:
+        # Only the rules naming a changed set can change their decisions; read just their sets.
+        touched = [body for body in old_bodies if _set_names(body) & changed_names]
+        names = {name for body in touched for name in _set_names(body)}
+        old_entries, new_entries = _entries(old, names), _entries(new, names)
+        return {ConntrackFlush(family, *region)
+                for body in touched for region in region_changes(body, old_entries, new_entries)}
+    new_bodies = _decision_bodies(new, config)
+    names = {name for body in (*old_bodies, *new_bodies) for name in _set_names(body)}
+    return _flushes(family, old_bodies, new_bodies, _entries(old, names), _entries(new, names))
 
 
 def _set_names(body: RuleBody) -> set[str]:
