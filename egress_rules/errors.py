@@ -9,21 +9,34 @@ leaves behind partial output.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character (line breaks, NUL, bidi controls) escaped as in a Python literal.
+
+    Messages quote input that anyone may have written; escaped, a message stays one line on a terminal or in a log.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class EgressRulesError(Exception):
     """Base class of every error the library raises on purpose.
 
     ``subject`` names the object at fault ("policy default/web", "node node-a",
-    "config.mark_layout"); ``detail`` says what is wrong with it.
+    "config.mark_layout"); ``detail`` says what is wrong with it. Both are one
+    printable line (see :func:`one_line`).
     """
 
     def __init__(self, subject: str, detail: str) -> None:
-        self.subject = subject
-        self.detail = detail
-        super().__init__(f"{subject}: {detail}")
+        self.subject = one_line(subject)
+        self.detail = one_line(detail)
+        super().__init__(f"{self.subject}: {self.detail}")
 
     def within(self, context: str) -> EgressRulesError:
         """The same error with ``context`` (a path such as ``policies[2]``) before its subject."""
-        self.subject = f"{context}: {self.subject}"
+        if self.subject.startswith(context):
+            return self  # already names the full path
+        self.subject = f"{one_line(context)}: {self.subject}"
         self.args = (f"{self.subject}: {self.detail}",)
         return self
 

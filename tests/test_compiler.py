@@ -28,6 +28,9 @@ from egress_rules.model.config import Config, MarkLayout
 from egress_rules.model.ruleset import (
     Accept,
     BuiltinChain,
+    Drop,
+    OutInterfaceMatch,
+    SetConnmark,
     Goto,
     Masquerade,
     NetfilterTable,
@@ -74,7 +77,7 @@ def test_non_gateway_node_marks_for_the_gateway_and_routes_through_the_tunnel() 
     assert (str(route.via), route.device, route.destination.prefixlen) == ("172.31.0.2", "egress.vxlan", 0)
     snat = v4.chain(NetfilterTable.NAT, CHAINS.snat_eip)
     assert snat is not None
-    assert [r.provenance.role for r in snat.rules] == [Role.SKIP_TUNNELED]
+    assert [r.provenance.role for r in snat.rules] == [Role.SKIP_TUNNELED, Role.SKIP_UNROUTED]
 
 
 def test_gateway_node_snats_and_returns_early_in_mark_request() -> None:
@@ -84,8 +87,8 @@ def test_gateway_node_snats_and_returns_early_in_mark_request() -> None:
     snat = v4.chain(NetfilterTable.NAT, CHAINS.snat_eip)
     assert request is not None and snat is not None
     assert [r.action for r in request.rules] == [Return()]
-    assert [type(r.action) for r in snat.rules] == [Return, Snat]
-    assert str(snat.rules[1].action.address) == "192.0.2.50"  # type: ignore[union-attr]
+    assert [type(r.action) for r in snat.rules] == [Return, Return, Snat]
+    assert str(snat.rules[2].action.address) == "192.0.2.50"  # type: ignore[union-attr]
     assert v4.ip_rules == () and v4.routes == ()
 
 
@@ -120,7 +123,7 @@ def test_node_that_is_gateway_for_one_policy_and_not_another() -> None:
     by_policy = {r.provenance.policy.name: r.action for r in request.rules}  # type: ignore[union-attr]
     assert by_policy["web"] == Return()
     assert isinstance(by_policy["api"], Goto)
-    assert [r.provenance.policy.name for r in snat.rules[1:]] == ["web"]  # type: ignore[union-attr]
+    assert [r.provenance.policy.name for r in snat.rules[2:]] == ["web"]  # type: ignore[union-attr]
     assert [r.table for r in v4.routes] == [r.table for r in v4.ip_rules] and len(v4.routes) == 1
 
 
@@ -167,7 +170,7 @@ def test_node_ip_policy_masquerades_in_every_family_its_gateway_can_tunnel() -> 
         assert rules is not None
         snat = rules.chain(NetfilterTable.NAT, CHAINS.snat_eip)
         assert snat is not None
-        assert [type(r.action) for r in snat.rules] == [Return, Masquerade]
+        assert [type(r.action) for r in snat.rules] == [Return, Return, Masquerade]
 
 
 def test_family_without_eip_gets_no_policy_rules() -> None:
@@ -186,19 +189,23 @@ def test_base_rules_and_hook_positions() -> None:
     hooks = {(h.table, h.chain, h.position): h.rule.action for h in v4.hooks}
     assert hooks[(NetfilterTable.NAT, BuiltinChain.POSTROUTING, 1)].chain == CHAINS.snat_eip  # type: ignore[union-attr]
     assert hooks[(NetfilterTable.NAT, BuiltinChain.POSTROUTING, 2)].chain == CHAINS.no_snat  # type: ignore[union-attr]
-    assert hooks[(NetfilterTable.FILTER, BuiltinChain.FORWARD, 1)] == Accept()
+    assert hooks[(NetfilterTable.FILTER, BuiltinChain.FORWARD, 1)] == Drop()
+    assert hooks[(NetfilterTable.FILTER, BuiltinChain.FORWARD, 2)] == Accept()
     assert hooks[(NetfilterTable.FILTER, BuiltinChain.OUTPUT, 1)] == Accept()
     assert hooks[(NetfilterTable.MANGLE, BuiltinChain.POSTROUTING, 1)] == Accept()
     reset = v4.chain(NetfilterTable.MANGLE, CHAINS.reset_mark)
     assert reset is not None
-    [rule] = reset.rules
-    # The seed's "--mark $NODE_MARK/0x26000000" never matches; any node mark is "prefix under the prefix mask".
-    [match] = rule.matches
+    rule, remember = reset.rules
+    # The seed's "--mark $NODE_MARK/0x26000000" never matches; any node mark is "prefix under the prefix mask",
+    # and only on packets that go into the tunnel.
+    into_tunnel, match = rule.matches
+    assert into_tunnel == OutInterfaceMatch("egress.vxlan")
     assert (match.value, match.mask) == (0x26000000, 0xFF000000)  # type: ignore[union-attr]
     for mark in (0x26000000, 0x26ABCD00, 0x26FFFF00, 0x26ABCD42):
         assert match.matches(mark)  # type: ignore[union-attr]
     assert not match.matches(0x12000000)  # type: ignore[union-attr]
     assert rule.action == SetMark(0x12000000, 0xFFFFFF00)
+    assert remember.action == SetConnmark(0x12000000, 0xFFFFFF00)
 
 
 def test_weave_switch_adds_no_snat_rules_on_non_gateway_nodes() -> None:

@@ -60,8 +60,9 @@ def test_no_snat_accept_becomes_an_identity_snat() -> None:
     [keep6] = _rules(cmds, "EGRESSGATEWAY-NO-SNAT", "ip6")
     assert keep6["expr"][-1] == {"snat": {"addr": {"payload": {"protocol": "ip6", "field": "saddr"}}}}
     # Outside nat, an accept stays an accept.
-    [filter_keep] = _rules(cmds, "filter_forward")
+    guard, filter_keep = _rules(cmds, "filter_forward")
     assert filter_keep["expr"][-1] == {"accept": None}
+    assert guard["expr"][-1] == {"drop": None}
 
 
 def test_mark_and_goto_and_sets() -> None:

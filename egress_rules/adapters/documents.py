@@ -72,14 +72,22 @@ def decode_text(text: str, source: str = "resources") -> list[object]:
             decoded = json.loads(stripped)
         except json.JSONDecodeError as error:
             raise InvalidInputError(source, f"not valid JSON: {error}") from None
+        except (RecursionError, ValueError) as error:  # nesting, or a number of more than 4300 digits
+            raise InvalidInputError(source, f"not valid JSON: {error}") from None
         documents = [decoded]
     else:
         yaml = _yaml(source)
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         try:
+            _refuse_aliases(yaml, stripped, loader, source)
             documents = list(yaml.load_all(stripped, Loader=loader))
         except yaml.YAMLError as error:
             raise InvalidInputError(source, f"not valid YAML: {error}") from None
+        except InvalidInputError:
+            raise
+        except ValueError as error:  # lone surrogates (libyaml reads UTF-8), an integer of more than 4300 digits
+            raise InvalidInputError(source, f"not valid YAML: {error}") from None
+        _refuse_huge_integers(documents, source)
     result: list[object] = []
     for document in documents:
         if isinstance(document, list):
@@ -87,6 +95,33 @@ def decode_text(text: str, source: str = "resources") -> list[object]:
         elif document is not None:
             result.append(document)
     return result
+
+
+def _refuse_aliases(yaml: Any, text: str, loader: Any, source: str) -> None:
+    """Refuse YAML aliases (``*name``): kubectl never writes them, and a few nested ones make an object so
+    large that reading it (or quoting it in an error message) exhausts time and memory."""
+    if "*" not in text:  # every alias is written with a '*'
+        return
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.AliasEvent):
+            mark = event.start_mark
+            raise InvalidInputError(source, f"YAML aliases (*name) are not accepted: line {mark.line + 1}, "
+                                    f"column {mark.column + 1}")
+
+
+def _refuse_huge_integers(documents: list[object], source: str) -> None:
+    """Refuse integers of more than 64 bits (YAML's hex, octal and base-60 forms are unbounded): no field holds
+    one, and Python cannot even print one of more than 4300 digits in an error message."""
+    pending: list[object] = list(documents)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            pending.extend(value)
+        elif isinstance(value, int) and value.bit_length() > 64:
+            raise InvalidInputError(source, f"an integer of {value.bit_length()} bits: no field holds one")
 
 
 @attrs.frozen

@@ -29,7 +29,7 @@ import attrs
 
 from egress_rules.adapters.documents import Fields, Located, decode_text, flatten, render_path
 from egress_rules.allocators import MarkAllocator
-from egress_rules.errors import MarkConflictError, ResourceError
+from egress_rules.errors import MarkConflictError, ResourceError, one_line
 from egress_rules.model.addresses import Cidr, Family, IPAddress, parse_address, parse_cidr, require_family
 from egress_rules.model.cluster import (
     PRIORITY_MAX,
@@ -216,7 +216,8 @@ def _load(documents: Iterable[object], config: Config, node_marks: Mapping[str, 
                         "so policies without destSubnet send in-cluster traffic to their gateway as well")
 
     state = ClusterState(policies=policies, nodes=[t.node for t in tunnels], cluster=cluster)
-    return LoadResult(CompileInput(state, config, marks), tuple(warnings), tuple(skipped))
+    # Warnings quote status fields verbatim; each must stay one line (see LoadResult).
+    return LoadResult(CompileInput(state, config, marks), tuple(one_line(w) for w in warnings), tuple(skipped))
 
 
 # --- reading one object ---------------------------------------------------------------------------------------

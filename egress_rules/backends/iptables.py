@@ -15,20 +15,25 @@ from __future__ import annotations
 
 from egress_rules.backends.base import Output
 from egress_rules.backends.text import quoted_comment
+from egress_rules.errors import UnsupportedError
 from egress_rules.model.addresses import Family
 from egress_rules.model.ruleset import (
     Accept,
     Action,
+    ConnmarkMatch,
     ConntrackDirectionMatch,
+    Drop,
     FamilyRuleSet,
     Goto,
     Jump,
     MarkMatch,
     Masquerade,
     Match,
+    OutInterfaceMatch,
     Return,
     Rule,
     RuleSet,
+    SetConnmark,
     SetMark,
     SetMatch,
     Snat,
@@ -46,14 +51,23 @@ def render_match(match: Match) -> str:
         return f"-m set {neg}--match-set {match.set_name} {match.direction.value}"
     if isinstance(match, ConntrackDirectionMatch):
         return f"-m conntrack --ctdir {match.direction.value}"
-    raise TypeError(f"unknown match {match!r}")
+    if isinstance(match, ConnmarkMatch):
+        neg = "! " if match.negate else ""
+        return f"-m connmark {neg}--mark {match.value:#x}/{match.mask:#x}"
+    if isinstance(match, OutInterfaceMatch):
+        return f"{'! ' if match.negate else ''}-o {match.name}"
+    raise UnsupportedError(f"match {match!r}", "the iptables backend cannot express it")
 
 
 def render_action(action: Action) -> str:
     if isinstance(action, SetMark):
         return f"-j MARK --set-xmark {action.value:#x}/{action.mask:#x}"
+    if isinstance(action, SetConnmark):
+        return f"-j CONNMARK --set-xmark {action.value:#x}/{action.mask:#x}"
     if isinstance(action, Accept):
         return "-j ACCEPT"
+    if isinstance(action, Drop):
+        return "-j DROP"
     if isinstance(action, Return):
         return "-j RETURN"
     if isinstance(action, Jump):
@@ -64,15 +78,19 @@ def render_action(action: Action) -> str:
         return f"-j SNAT --to-source {action.address}"
     if isinstance(action, Masquerade):
         return "-j MASQUERADE"
-    raise TypeError(f"unknown action {action!r}")
+    raise UnsupportedError(f"action {action!r}", "the iptables backend cannot express it")
 
 
 def render_rule(rule: Rule) -> str:
-    """The rule's arguments after ``-A CHAIN``: comment first, then matches, then the target."""
-    parts = []
+    """The rule's arguments after ``-A CHAIN``, in the order ``iptables-save`` prints them.
+
+    Interface matches first (they are part of the rule's header), then the
+    comment, the other matches in the model's order, and the target.
+    """
+    parts = [render_match(m) for m in rule.matches if isinstance(m, OutInterfaceMatch)]
     if rule.comment:
         parts.append(f"-m comment --comment {quoted_comment(rule.comment, COMMENT_MAX_BYTES, 'iptables')}")
-    parts.extend(render_match(m) for m in rule.matches)
+    parts.extend(render_match(m) for m in rule.matches if not isinstance(m, OutInterfaceMatch))
     parts.append(render_action(rule.action))
     return " ".join(parts)
 

@@ -47,7 +47,9 @@ from egress_rules.model.ruleset import (
     Accept,
     Action,
     BuiltinChain,
+    ConnmarkMatch,
     ConntrackDirectionMatch,
+    Drop,
     FamilyRuleSet,
     Goto,
     HookRule,
@@ -57,9 +59,11 @@ from egress_rules.model.ruleset import (
     Masquerade,
     Match,
     NetfilterTable,
+    OutInterfaceMatch,
     Return,
     Rule,
     RuleSet,
+    SetConnmark,
     SetMark,
     SetMatch,
     Snat,
@@ -108,6 +112,7 @@ def base_chain_priority(table: NetfilterTable, chain: BuiltinChain) -> int:
 # building dicts for the encoder, halves the time of a large render.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _MARK = '{"meta":{"key":"mark"}}'
+_CT_MARK = '{"ct":{"key":"mark"}}'
 
 
 def _element_json(cidr: Cidr) -> str:
@@ -143,6 +148,12 @@ class _Translator:
         if isinstance(match, ConntrackDirectionMatch):
             return (f'{{"match":{{"op":"==","left":{{"ct":{{"key":"direction"}}}},'
                     f'"right":"{match.direction.value.lower()}"}}}}')
+        if isinstance(match, ConnmarkMatch):
+            left = _CT_MARK if match.mask == MARK_ALL else f'{{"&":[{_CT_MARK},{match.mask}]}}'
+            return f'{{"match":{{"op":"{"!=" if match.negate else "=="}","left":{left},"right":{match.value}}}}}'
+        if isinstance(match, OutInterfaceMatch):
+            return (f'{{"match":{{"op":"{"!=" if match.negate else "=="}","left":{{"meta":{{"key":"oifname"}}}},'
+                    f'"right":"{match.name}"}}}}')
         raise UnsupportedError(f"match {match!r}", "the nftables backend cannot express it")
 
     def action(self, action: Action, chain: str) -> str:
@@ -151,6 +162,8 @@ class _Translator:
                 # "No NAT for this connection" that later nat chains (a CNI's MASQUERADE) cannot override.
                 return f'{{"snat":{{"addr":{self.saddr}}}}}'
             return '{"accept":null}'
+        if isinstance(action, Drop):
+            return '{"drop":null}'
         if isinstance(action, Return):
             return '{"return":null}'
         if isinstance(action, Jump):
@@ -160,6 +173,10 @@ class _Translator:
         if isinstance(action, SetMark):
             keep = ~action.mask & MARK_ALL
             return f'{{"mangle":{{"key":{_MARK},"value":{{"|":[{{"&":[{_MARK},{keep}]}},{action.value}]}}}}}}'
+        if isinstance(action, SetConnmark):
+            keep = ~action.mask & MARK_ALL
+            return (f'{{"mangle":{{"key":{_CT_MARK},"value":{{"|":[{{"&":[{_CT_MARK},{keep}]}},'
+                    f'{action.value}]}}}}}}')
         if isinstance(action, Snat):
             return f'{{"snat":{{"addr":"{action.address}"}}}}'
         if isinstance(action, Masquerade):
@@ -171,7 +188,10 @@ class _Translator:
         expr = ",".join([*(self.match(m) for m in rule.matches), self.action(rule.action, chain)])
         comment = ""
         if rule.comment:
-            comment = f',"comment":{_ENCODER.encode(truncate_utf8(rule.comment, COMMENT_MAX_BYTES))}'
+            cut = truncate_utf8(rule.comment, COMMENT_MAX_BYTES)
+            if "\x00" in cut:  # nft refuses the whole batch
+                raise UnsupportedError(f"nftables comment {rule.comment!r}", "contains a NUL character")
+            comment = f',"comment":{_ENCODER.encode(cut)}'
         return (f'{{"family":"{self.protocol}","table":"{self.table}","chain":"{chain}",'
                 f'"expr":[{expr}]{comment}}}')
 

@@ -12,8 +12,14 @@ _FORBIDDEN_IN_COMMENT = ('"', "\\", "'")
 
 
 def truncate_utf8(text: str, limit: int) -> str:
-    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character."""
-    encoded = text.encode()
+    """``text`` cut to at most ``limit`` UTF-8 bytes, never inside a character.
+
+    Raises :class:`UnsupportedError` for text that has no UTF-8 form (a lone surrogate).
+    """
+    try:
+        encoded = text.encode()
+    except UnicodeEncodeError as error:
+        raise UnsupportedError(f"comment {text!r}", f"is not valid Unicode text ({error.reason})") from None
     if len(encoded) <= limit:
         return text
     return encoded[:limit].decode(errors="ignore")

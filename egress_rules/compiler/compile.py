@@ -34,9 +34,11 @@ from egress_rules.model.ruleset import (
     Action,
     BuiltinChain,
     Chain,
+    ConnmarkMatch,
     ConntrackDirectionMatch,
     CtDirection,
     Direction,
+    Drop,
     FamilyRuleSet,
     Goto,
     HookRule,
@@ -47,12 +49,14 @@ from egress_rules.model.ruleset import (
     Masquerade,
     Match,
     NetfilterTable,
+    OutInterfaceMatch,
     Provenance,
     Return,
     Role,
     Route,
     Rule,
     RuleSet,
+    SetConnmark,
     SetMark,
     SetMatch,
     Snat,
@@ -89,7 +93,7 @@ def compile(
     subclass for any invalid input; never returns a partial result.
     """
     nodes = {n.name: n for n in state.nodes}
-    if node not in nodes:
+    if not isinstance(node, str) or node not in nodes:  # a list would be a TypeError (unhashable)
         raise UnknownNodeError(f"node {node}", "is not in the cluster state")
     mark_allocator = marks if marks is not None else MarkAllocator(config.mark_layout)
     if mark_allocator.layout != config.mark_layout:
@@ -228,7 +232,11 @@ class _FamilyBuilder:
         sets = [IPSet(cluster_set, family, collapse(self.state.cluster.all(family)), Provenance(Role.CLUSTER_CIDRS))]
 
         mark_request: list[Rule] = []
-        snat: list[Rule] = [self.rule((self.keep,), Return(), Provenance(Role.SKIP_TUNNELED))]
+        snat: list[Rule] = [
+            self.rule((self.keep,), Return(), Provenance(Role.SKIP_TUNNELED)),
+            # Marked for a gateway but not routed into the tunnel (its route is missing): the ordinary way.
+            self.rule((self.any_node_mark,), Return(), Provenance(Role.SKIP_UNROUTED)),
+        ]
         no_snat: list[Rule] = [self.rule((self.keep,), Accept(), Provenance(Role.NO_SNAT))]
         remote: set[str] = set()
         for item in active:
@@ -268,22 +276,36 @@ class _FamilyBuilder:
                 self.rule((), SetMark(self.node_marks[g], owned), Provenance(Role.MARK_GATEWAY, gateway=g)),))
             for g in sorted(remote, key=lambda g: self.node_marks[g])
         ]
+        into_tunnel = OutInterfaceMatch(config.tunnel_device)
         owned_chains = (
             Chain(NetfilterTable.MANGLE, chains.reset_mark, (
-                self.rule((self.any_node_mark,), SetMark(config.keep_mark, owned), Provenance(Role.RESET_MARK)),)),
+                # Only a packet that really goes into the tunnel trades its node mark for the keep mark.
+                self.rule((into_tunnel, self.any_node_mark), SetMark(config.keep_mark, owned),
+                          Provenance(Role.RESET_MARK)),
+                self.rule((into_tunnel, self.keep), SetConnmark(config.keep_mark, owned),
+                          Provenance(Role.REMEMBER_TUNNELED)),
+            )),
             Chain(NetfilterTable.MANGLE, chains.mark_request, tuple(mark_request)),
             *gateway_chains,
             Chain(NetfilterTable.NAT, chains.snat_eip, tuple(snat)),
             Chain(NetfilterTable.NAT, chains.no_snat, tuple(no_snat)),
         )
         keep_accept = self.rule((self.keep,), Accept(), Provenance(Role.KEEP_MARK))
+        # A flow that went into the tunnel has no NAT binding on this node: should one of its packets ever
+        # leave another way (the policy is gone, a route is missing), it would carry the pod's own address.
+        # Drop such packets until the flow's conntrack entry is deleted.
+        tunneled_flow_guard = self.rule(
+            (ConntrackDirectionMatch(CtDirection.ORIGINAL),
+             ConnmarkMatch(config.keep_mark, owned), MarkMatch(config.keep_mark, owned, negate=True)),
+            Drop(), Provenance(Role.TUNNELED_FLOW_GUARD))
         hooks = (
             HookRule(NetfilterTable.MANGLE, BuiltinChain.PREROUTING, 1,
                      self.rule((), Jump(chains.mark_request), Provenance(Role.MARK_REQUEST))),
             HookRule(NetfilterTable.MANGLE, BuiltinChain.FORWARD, 1,
                      self.rule((), Jump(chains.reset_mark), Provenance(Role.RESET_MARK))),
             HookRule(NetfilterTable.MANGLE, BuiltinChain.POSTROUTING, 1, keep_accept),
-            HookRule(NetfilterTable.FILTER, BuiltinChain.FORWARD, 1, keep_accept),
+            HookRule(NetfilterTable.FILTER, BuiltinChain.FORWARD, 1, tunneled_flow_guard),
+            HookRule(NetfilterTable.FILTER, BuiltinChain.FORWARD, 2, keep_accept),
             HookRule(NetfilterTable.FILTER, BuiltinChain.OUTPUT, 1, keep_accept),
             # SNAT-EIP above NO-SNAT: the seed inserts both at position 1, SNAT-EIP last.
             HookRule(NetfilterTable.NAT, BuiltinChain.POSTROUTING, 1,

@@ -15,6 +15,11 @@ from egress_rules.model.ruleset import Provenance, Role
 
 _SET_ROLE_TAG = {Role.SOURCES: "src", Role.DESTINATIONS: "dst"}
 
+# The smallest comment limit of the backends (nft 128 bytes, iptables 255). Comments are cut here, in the
+# model, so that what the kernel stores is exactly the model's comment: the planners compare rules with
+# their comments, and a comment cut only by a backend would never compare equal (the plan would not converge).
+COMMENT_MAX_BYTES = 128
+
 
 def policy_set_prefix(config: Config, role: Role, family: Family) -> str:
     return f"{config.set_prefix}{_SET_ROLE_TAG[role]}{family.value}-"
@@ -44,13 +49,16 @@ def is_owned_set(config: Config, name: str) -> bool:
 
 
 def comment(config: Config, provenance: Provenance) -> str:
-    """``<owner>: <role> [policy ns/name] [gateway node]`` — ASCII only, no quotes (names are validated)."""
+    """``<owner>: <role> [policy ns/name] [gateway node]`` — ASCII only, no quotes (names are validated).
+
+    At most :data:`COMMENT_MAX_BYTES` long: long names are cut (the owner marker, at most 33 bytes, always stays).
+    """
     parts = [f"{config.owner}:", provenance.role.value]
     if provenance.policy is not None:
         parts += [provenance.policy.kind, str(provenance.policy)]
     if provenance.gateway is not None:
         parts += ["via", provenance.gateway] if provenance.policy is not None else [provenance.gateway]
-    return " ".join(parts)
+    return " ".join(parts).encode()[:COMMENT_MAX_BYTES].decode(errors="ignore")
 
 
 def is_owned_comment(config: Config, text: str) -> bool:

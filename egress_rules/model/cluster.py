@@ -65,7 +65,8 @@ class Endpoint:
     node: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.node is not None and not _known_good_node_name(self.node):
+        # The isinstance check first: the cache needs a hashable key, and a list must be an InvalidNameError.
+        if self.node is not None and not (isinstance(self.node, str) and _known_good_node_name(self.node)):
             validate_dns_subdomain(self.node, f"endpoint {self.cidr} node")
 
 

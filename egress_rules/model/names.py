@@ -38,6 +38,21 @@ _NFT_RE = re.compile(r"\A[A-Za-z][A-Za-z0-9_]*\Z")
 _NFT_KEYWORDS = frozenset({"table", "chain", "set", "map", "rule", "element", "counter", "dst", "src", "fwd", "all",
                            "ip", "ip6", "inet", "filter", "nat", "route", "accept", "drop", "return", "jump",
                            "goto", "meta", "mark", "ct", "flush", "delete", "add", "insert", "list", "reset"})
+# The tables iptables-nft keeps in the ip/ip6 families: our table replaces itself (add, delete, add), so
+# it must never be named like one of them.
+_NFT_IPTABLES_TABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})
+# Chain names that mean something else: ``-j NAME`` picks a built-in verdict or a target extension (the
+# libxt_NAME.so of iptables 1.8) before a chain of that name, a built-in chain cannot be a jump target, and
+# the nft backend's base chains are ``<table>_<hook>``.
+_RESERVED_CHAIN_NAMES = frozenset({
+    "PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING", "ACCEPT", "DROP", "RETURN", "QUEUE", "ERROR",
+    "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP", "ECN", "HL",
+    "HMARK", "IDLETIMER", "LED", "LOG", "MARK", "MASQUERADE", "NAT", "NETMAP", "NFLOG", "NFQUEUE", "NOTRACK",
+    "RATEEST", "REDIRECT", "REJECT", "SECMARK", "SET", "SNAT", "SNPT", "SYNPROXY", "TCPMSS", "TCPOPTSTRIP", "TEE",
+    "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
+    *(f"{table}_{hook}" for table in ("mangle", "filter", "nat")
+      for hook in ("prerouting", "input", "forward", "output", "postrouting")),
+})
 
 
 def validate_dns_label(value: object, subject: str) -> str:
@@ -60,6 +75,9 @@ def validate_chain_name(value: object, subject: str) -> str:
     if not isinstance(value, str) or not _CHAIN_RE.match(value) or len(value) > IPTABLES_CHAIN_MAX:
         raise InvalidNameError(subject, f"{value!r} is not a usable chain name (a letter, then letters, digits, "
                                f"'_', '.', '-'; at most {IPTABLES_CHAIN_MAX} characters)")
+    if value in _RESERVED_CHAIN_NAMES:
+        raise InvalidNameError(subject, f"{value!r} is the name of a built-in chain, a verdict or a target "
+                               "(a jump to it would not reach our chain)")
     return value
 
 
@@ -97,9 +115,9 @@ def validate_marker(value: object, subject: str, max_len: int = 32) -> str:
 def validate_nft_name(value: object, subject: str) -> str:
     """An nftables table name: an identifier that is not a keyword of the native syntax."""
     if (not isinstance(value, str) or not _NFT_RE.match(value) or len(value) > NFT_NAME_MAX
-            or value in _NFT_KEYWORDS):
+            or value in _NFT_KEYWORDS or value in _NFT_IPTABLES_TABLES):
         raise InvalidNameError(subject, f"{value!r} is not a usable nftables name (a letter, then letters, digits, "
-                               f"'_'; not a keyword)")
+                               f"'_'; not a keyword, not one of iptables-nft's tables)")
     return value
 
 

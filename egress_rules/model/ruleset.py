@@ -78,7 +78,27 @@ class ConntrackDirectionMatch:
     direction: CtDirection
 
 
-Match = MarkMatch | SetMatch | ConntrackDirectionMatch
+@attrs.frozen
+class OutInterfaceMatch:
+    """The packet leaves by device ``name`` (known once it is routed: FORWARD, OUTPUT, POSTROUTING)."""
+
+    name: str
+    negate: bool = False
+
+
+@attrs.frozen
+class ConnmarkMatch:
+    """``connection mark & mask == value`` (or ``!=`` when negated): state kept with the conntrack entry."""
+
+    value: int
+    mask: int
+    negate: bool = False
+
+    def matches(self, mark: int) -> bool:
+        return ((mark & self.mask) == self.value) != self.negate
+
+
+Match = MarkMatch | SetMatch | ConntrackDirectionMatch | OutInterfaceMatch | ConnmarkMatch
 
 # ---------------------------------------------------------------- actions
 
@@ -96,6 +116,26 @@ class SetMark:
 
     def apply(self, mark: int) -> int:
         return (mark & ~self.mask & 0xFFFFFFFF) | self.value
+
+
+@attrs.frozen
+class SetConnmark:
+    """``connection mark = (mark & ~mask) | value``, like :class:`SetMark` for the conntrack entry."""
+
+    value: int
+    mask: int
+
+    def __attrs_post_init__(self) -> None:
+        if self.value & ~self.mask:
+            raise ValueError(f"connmark value {self.value:#x} has bits outside its mask {self.mask:#x}")
+
+    def apply(self, mark: int) -> int:
+        return (mark & ~self.mask & 0xFFFFFFFF) | self.value
+
+
+@attrs.frozen
+class Drop:
+    """Drop the packet (final, whatever other tables would say)."""
 
 
 @attrs.frozen
@@ -138,7 +178,7 @@ class Masquerade:
     """Source NAT to the outgoing interface's primary address."""
 
 
-Action = SetMark | Accept | Return | Jump | Goto | Snat | Masquerade
+Action = SetMark | SetConnmark | Accept | Drop | Return | Jump | Goto | Snat | Masquerade
 
 # ---------------------------------------------------------------- provenance and objects
 
@@ -148,6 +188,9 @@ class Role(enum.Enum):
 
     KEEP_MARK = "keep mark"
     RESET_MARK = "reset node mark"
+    REMEMBER_TUNNELED = "remember tunneled flow"
+    TUNNELED_FLOW_GUARD = "tunneled flow guard"
+    SKIP_UNROUTED = "skip unrouted"
     MARK_REQUEST = "mark request"
     MARK_GATEWAY = "mark for gateway"
     LOCAL_GATEWAY = "local gateway"

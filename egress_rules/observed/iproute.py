@@ -49,6 +49,8 @@ def _load(text: str, source: str) -> list[dict[str, Any]]:
         data = json.loads(text) if text.strip() else []
     except json.JSONDecodeError as error:
         raise ParseError(source, f"not valid JSON: {error.msg}", error.lineno) from None
+    except (RecursionError, ValueError) as error:  # nesting, or a number of more than 4300 digits
+        raise ParseError(source, f"not valid JSON: {error}") from None
     if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
         raise ParseError(source, "expected a JSON list of objects")
     return data
@@ -58,7 +60,10 @@ def _table(value: object) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        return int(value) if value.isdigit() else TABLE_NAMES.get(value)
+        # isascii: '²'.isdigit() holds but int('²') fails; 10 digits hold any 32-bit table id.
+        if value.isascii() and value.isdigit():
+            return int(value) if len(value) <= 10 else None
+        return TABLE_NAMES.get(value)
     return None
 
 

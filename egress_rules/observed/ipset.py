@@ -14,6 +14,7 @@ import attrs
 from egress_rules.errors import InvalidAddressError, ParseError
 from egress_rules.model.addresses import Cidr, Family, parse_cidr
 from egress_rules.observed.ownership import Ownership
+from egress_rules.observed.words import split_lines, split_plain
 
 _FAMILIES = {"inet": Family.IPV4, "inet6": Family.IPV6}
 
@@ -37,11 +38,11 @@ def parse_ipset_save(text: str, ownership: Ownership, source: str = "ipset save"
     headers: dict[str, tuple[str, Family | None, int | None, tuple[str, ...]]] = {}
     members: dict[str, set[Cidr]] = {}
     counts: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        words = line.split()
+        words = split_plain(line)
         if words[0] == "create":
             if len(words) < 3:
                 raise ParseError(source, f"malformed create line {line[:60]!r}", number)
@@ -52,7 +53,7 @@ def parse_ipset_save(text: str, ownership: Ownership, source: str = "ipset save"
             for key, value in itertools.pairwise(options):
                 if key == "family":
                     family = _FAMILIES.get(value)
-                elif key == "maxelem" and value.isdigit():
+                elif key == "maxelem" and value.isascii() and value.isdigit() and len(value) <= 10:
                     maxelem = int(value)
             headers[name] = (set_type, family, maxelem, options)
             members[name] = set()

@@ -19,22 +19,26 @@ from egress_rules.model.addresses import Family, parse_address
 from egress_rules.model.ruleset import (
     Accept,
     Action,
+    ConnmarkMatch,
     ConntrackDirectionMatch,
     CtDirection,
     Direction,
+    Drop,
     Goto,
     Jump,
     MarkMatch,
     Masquerade,
     Match,
+    OutInterfaceMatch,
     Return,
     RuleBody,
+    SetConnmark,
     SetMark,
     SetMatch,
     Snat,
 )
 from egress_rules.observed.ownership import Ownership
-from egress_rules.observed.words import split_words
+from egress_rules.observed.words import split_lines, split_plain, split_words
 
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 # The nf_tables variant names itself; the legacy one prints no variant.
@@ -147,8 +151,22 @@ def parse_rule_body(words: list[str]) -> RuleBody | None:
                 if args is None or args[0] != "--ctdir" or args[1] not in ("ORIGINAL", "REPLY"):
                     return None
                 matches.append(ConntrackDirectionMatch(CtDirection(args[1])))
+            elif module[0] == "connmark":
+                args = take(2)
+                parsed = _mark(args[1]) if args and args[0] == "--mark" else None
+                if parsed is None:
+                    return None
+                matches.append(ConnmarkMatch(parsed[0], parsed[1], negate))
             else:
                 return None
+        elif word == "-o" or (word == "!" and i < n and words[i] == "-o"):
+            negate = word == "!"
+            if negate:
+                i += 1
+            device = take(1)
+            if device is None:
+                return None
+            matches.append(OutInterfaceMatch(device[0], negate))
         elif word in ("-j", "-g") and action is None:
             target = take(1)
             if target is None:
@@ -175,6 +193,13 @@ def _action(flag: str, target: str, rest: list[str]) -> Action | None:
         if parsed is None or parsed[0] & ~parsed[1]:
             return None
         return SetMark(parsed[0], parsed[1])
+    if target == "CONNMARK":
+        if len(rest) != 2 or rest[0] not in ("--set-xmark", "--set-mark"):
+            return None
+        parsed = _mark(rest[1])
+        if parsed is None or parsed[0] & ~parsed[1]:
+            return None
+        return SetConnmark(parsed[0], parsed[1])
     if target == "SNAT":
         if len(rest) != 2 or rest[0] not in ("--to-source", "--to"):
             return None
@@ -184,10 +209,10 @@ def _action(flag: str, target: str, rest: list[str]) -> Action | None:
             return None
     if rest:
         return None
-    simple: dict[str, Action] = {"ACCEPT": Accept(), "RETURN": Return(), "MASQUERADE": Masquerade()}
+    simple: dict[str, Action] = {"ACCEPT": Accept(), "DROP": Drop(), "RETURN": Return(), "MASQUERADE": Masquerade()}
     if target in simple:
         return simple[target]
-    if target in ("DROP", "REJECT", "LOG") or not _CHAIN_NAME.match(target):
+    if target in ("REJECT", "LOG") or not _CHAIN_NAME.match(target):
         return None
     return Jump(target)
 
@@ -210,7 +235,7 @@ def parse_iptables_save(text: str, family: Family, ownership: Ownership, source:
     chains: dict[str, tuple[bool, str | None]] = {}
     rules: dict[str, list[SavedRule]] = {}
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line:
             continue
@@ -240,7 +265,7 @@ def parse_iptables_save(text: str, family: Family, ownership: Ownership, source:
             current = None
             continue
         if line.startswith(":"):
-            parts = line[1:].split()
+            parts = split_plain(line[1:])
             if len(parts) != 3 or not _CHAIN_NAME.match(parts[0]):
                 raise ParseError(source, f"malformed chain declaration {line!r}", number)
             name, policy = parts[0], parts[1]

@@ -47,16 +47,20 @@ from egress_rules.model.addresses import Cidr, Family, IPAddress, collapse, pars
 from egress_rules.model.ruleset import (
     Accept,
     Action,
+    ConnmarkMatch,
     ConntrackDirectionMatch,
     CtDirection,
     Direction,
+    Drop,
     Goto,
     Jump,
     MarkMatch,
     Masquerade,
     Match,
+    OutInterfaceMatch,
     Return,
     RuleBody,
+    SetConnmark,
     SetMark,
     SetMatch,
     Snat,
@@ -240,23 +244,34 @@ def _element(value: object, family: Family) -> tuple[Cidr, ...] | None:
 # ---------------------------------------------------------------- rules
 
 
+_CT_MARK = {"ct": {"key": "mark"}}
+_OIFNAME = {"meta": {"key": "oifname"}}
+
+
+def _mark_match(key: object, left: object, right: object) -> tuple[int, int] | None:
+    """(value, mask) of ``key & mask == value`` in the forms nft prints (``key`` is the packet or ct mark)."""
+    if left == key:
+        if isinstance(right, dict) and set(right) == {"prefix"} and isinstance(right["prefix"], dict):
+            addr, length = _int(right["prefix"].get("addr")), right["prefix"].get("len")
+            if addr is None or not isinstance(length, int) or not 0 <= length <= 32:
+                return None
+            return addr, _high_mask(length)
+        number = _int(right)
+        return None if number is None else (number, MARK_ALL)
+    mask = _key_and(key, left)
+    number = _int(right)
+    return None if mask is None or number is None else (number, mask)
+
+
 def _match(value: object, protocol: str) -> Match | None:
     if not isinstance(value, dict) or set(value) != {"op", "left", "right"} or value["op"] not in ("==", "!="):
         return None
     negate = value["op"] == "!="
     left, right = value["left"], value["right"]
-    if left == _MARK:
-        if isinstance(right, dict) and set(right) == {"prefix"} and isinstance(right["prefix"], dict):
-            addr, length = _int(right["prefix"].get("addr")), right["prefix"].get("len")
-            if addr is None or not isinstance(length, int) or not 0 <= length <= 32:
-                return None
-            return MarkMatch(addr, _high_mask(length), negate)
-        number = _int(right)
-        return None if number is None else MarkMatch(number, MARK_ALL, negate)
-    if isinstance(left, dict) and set(left) == {"&"} and isinstance(left["&"], list) and len(left["&"]) == 2 \
-            and left["&"][0] == _MARK:
-        mask, number = _int(left["&"][1]), _int(right)
-        return None if mask is None or number is None else MarkMatch(number, mask, negate)
+    for key, kind in ((_MARK, MarkMatch), (_CT_MARK, ConnmarkMatch)):
+        parsed = _mark_match(key, left, right)
+        if parsed is not None:
+            return kind(parsed[0], parsed[1], negate)
     if isinstance(left, dict) and set(left) == {"payload"} and isinstance(right, str) and right.startswith("@"):
         payload = left["payload"]
         if isinstance(payload, dict) and payload.get("protocol") == protocol \
@@ -266,47 +281,55 @@ def _match(value: object, protocol: str) -> Match | None:
         return None
     if left == {"ct": {"key": "direction"}} and right in ("original", "reply") and not negate:
         return ConntrackDirectionMatch(CtDirection(str(right).upper()))
+    if left == _OIFNAME and isinstance(right, str):
+        return OutInterfaceMatch(right, negate)
     return None
 
 
-def _mark_and(value: object) -> int | None:
-    """``K`` of ``mark & K``; ``None`` for any other expression."""
+def _key_and(key: object, value: object) -> int | None:
+    """``K`` of ``key & K``; ``None`` for any other expression."""
     if isinstance(value, dict) and set(value) == {"&"} and isinstance(value["&"], list) and len(value["&"]) == 2 \
-            and value["&"][0] == _MARK:
+            and value["&"][0] == key:
         return _int(value["&"][1])
     return None
 
 
-def _set_mark(value: object) -> SetMark | None:
-    """``mark = (mark & ~mask) | value`` from any of the forms nft prints a mark mangle in."""
+def _set_mark(key: object, value: object) -> tuple[int, int] | None:
+    """(value, mask) of ``key = (key & ~mask) | value`` from any of the forms nft prints a mark mangle in."""
     keep: int | None
     number: int | None
-    if value == _MARK:
+    if value == key:
         keep, number = MARK_ALL, 0
     elif isinstance(value, dict) and set(value) == {"|"} and isinstance(value["|"], list) and len(value["|"]) == 2:
         inner, number = value["|"]
-        keep = MARK_ALL if inner == _MARK else _mark_and(inner)
+        keep = MARK_ALL if inner == key else _key_and(key, inner)
         number = _int(number)
     elif isinstance(value, dict) and set(value) == {"&"}:
-        keep, number = _mark_and(value), 0
+        keep, number = _key_and(key, value), 0
     else:
         keep, number = 0, _int(value)  # a plain value overwrites every bit
     if keep is None or number is None:
         return None
     # nft prints (mark & K) | V with K | V as the mask: the bits V sets are not kept either way.
-    return SetMark(number, (~keep | number) & MARK_ALL)
+    return number, (~keep | number) & MARK_ALL
 
 
 def _action(kind: str, value: object, protocol: str, nat: bool) -> Action | None:
     if kind == "accept" and value is None:
         return None if nat else Accept()
+    if kind == "drop" and value is None:
+        return Drop()
     if kind == "return" and value is None:
         return Return()
     if kind in ("jump", "goto") and isinstance(value, dict) and set(value) == {"target"} \
             and isinstance(value["target"], str):
         return Jump(value["target"]) if kind == "jump" else Goto(value["target"])
-    if kind == "mangle" and isinstance(value, dict) and set(value) == {"key", "value"} and value["key"] == _MARK:
-        return _set_mark(value["value"])
+    if kind == "mangle" and isinstance(value, dict) and set(value) == {"key", "value"}:
+        for key, setter in ((_MARK, SetMark), (_CT_MARK, SetConnmark)):
+            if value["key"] == key:
+                parsed = _set_mark(key, value["value"])
+                return None if parsed is None else setter(parsed[0], parsed[1])
+        return None
     if kind == "snat" and isinstance(value, dict) and set(value) == {"addr"}:
         addr = value["addr"]
         if addr == {"payload": {"protocol": protocol, "field": "saddr"}}:

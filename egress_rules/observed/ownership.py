@@ -29,8 +29,8 @@ def protocol_number(value: object) -> int | None:
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        if value.isdigit():
-            return int(value)
+        if value.isascii() and value.isdigit():  # not '²', and never more digits than int() accepts
+            return int(value) if len(value) <= 10 else None
         if value.startswith("0x"):
             try:
                 return int(value, 16)

@@ -1,12 +1,30 @@
-"""Splitting a saved rule line into words the way iptables-restore reads it."""
+"""Splitting saved text into lines and words the way the tools read it."""
 
 from __future__ import annotations
+
+import re
+
+_BLANKS = re.compile(r"[ \t]+")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of ``text``, split at ``\\n`` only, as ``iptables-restore`` and ``ipset restore`` read them.
+
+    ``str.splitlines`` also splits at ``\\x1c``-``\\x1e``, U+0085 and U+2028/9, which the kernel allows in
+    interface and set names and the save commands print as they are: one foreign rule would become two.
+    """
+    return text.split("\n")
+
+
+def split_plain(line: str) -> list[str]:
+    """Words of a line without quotes: split at spaces and tabs only (``str.split()`` splits at any Unicode space)."""
+    return [word for word in _BLANKS.split(line) if word]
 
 
 def split_words(line: str) -> list[str] | None:
     """Words of ``line``; double quotes group, backslash escapes inside them. ``None`` if a quote is unclosed."""
     if '"' not in line:
-        return line.split()
+        return split_plain(line)
     words: list[str] = []
     current: list[str] = []
     in_word = quoted = False

@@ -88,7 +88,9 @@ def trace_cluster(rulesets: Mapping[str, RuleSet], envs: Mapping[str, NodeEnviro
                 return walk.end(ClusterOutcome.DROPPED, f"dropped on {node}: {outer.verdict.reason}")
             if outer.verdict.disposition is Disposition.DELIVERED:
                 raise TraceError(f"environment of {node}", f"the tunnel's outer packet to {peer} is delivered locally")
-            node, current = peer, attrs.evolve(out, in_interface=_tunnel_device(peer, rulesets, envs), mark=0)
+            # Each node has its own conntrack entry: a new connection there, with no marks.
+            node, current = peer, attrs.evolve(out, in_interface=_tunnel_device(peer, rulesets, envs), mark=0,
+                                               ct_mark=0)
             continue
         if verdict.device == env.uplink:
             neighbour = uplink_owner.get(verdict.next_hop) if verdict.next_hop is not None else None
@@ -98,7 +100,7 @@ def trace_cluster(rulesets: Mapping[str, RuleSet], envs: Mapping[str, NodeEnviro
                                 f"{verdict.next_hop}")
             walk.add(Hop(node, inner, next_node=neighbour))
             node, current = neighbour, attrs.evolve(out, in_interface=_node(neighbour, rulesets, envs)[1].uplink,
-                                                    mark=0)
+                                                    mark=0, ct_mark=0)
             continue
         walk.add(Hop(node, inner))
         return walk.end(ClusterOutcome.DELIVERED, f"left {node} on {verdict.device}: delivered to what is attached "

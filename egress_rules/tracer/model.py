@@ -85,6 +85,8 @@ class Packet:
     tunnel device, the uplink), or ``None`` for a packet the node itself sends.
     ``ct_direction`` ORIGINAL stands for the first packet of a new connection
     (the only packet the nat table sees); REPLY for a packet of the answer.
+    ``ct_mark`` is the mark kept with the packet's conntrack entry (0 for a new
+    connection; the keep mark for a flow an earlier packet sent into the tunnel).
     """
 
     src: IPAddress = attrs.field(converter=_address)
@@ -95,6 +97,7 @@ class Packet:
     in_interface: str | None = None
     mark: int = 0
     ct_direction: CtDirection = CtDirection.ORIGINAL
+    ct_mark: int = 0
 
     def __attrs_post_init__(self) -> None:
         if self.src.family is not self.dst.family:
@@ -108,8 +111,9 @@ class Packet:
                 raise TraceError("packet", f"{name}: icmp has no ports")
             if type(port) is not int or not 0 <= port <= 0xFFFF:
                 raise TraceError("packet", f"{name} {port!r} is not an integer in 0..65535")
-        if type(self.mark) is not int or not 0 <= self.mark <= MARK_MAX:
-            raise TraceError("packet", f"mark {self.mark!r} is not a 32-bit unsigned integer")
+        for name, mark in (("mark", self.mark), ("ct_mark", self.ct_mark)):
+            if type(mark) is not int or not 0 <= mark <= MARK_MAX:
+                raise TraceError("packet", f"{name} {mark!r} is not a 32-bit unsigned integer")
         if not isinstance(self.ct_direction, CtDirection):
             raise TraceError("packet", f"ct_direction {self.ct_direction!r} is not a CtDirection")
 

@@ -28,19 +28,23 @@ from egress_rules.model.ruleset import (
     Accept,
     BuiltinChain,
     Chain,
+    ConnmarkMatch,
     ConntrackDirectionMatch,
     CtDirection,
     Direction,
+    Drop,
     FamilyRuleSet,
     Goto,
     Jump,
     MarkMatch,
     Masquerade,
     NetfilterTable,
+    OutInterfaceMatch,
     Return,
     Route,
     Rule,
     RuleSet,
+    SetConnmark,
     SetMark,
     SetMatch,
     Snat,
@@ -129,6 +133,7 @@ class _NodeTracer:
         self.tunnel = env.tunnel_device or ruleset.config.tunnel_device
         self.src = packet.src
         self.mark = packet.mark
+        self.ct_mark = packet.ct_mark
         self.out_device: str | None = None
         self.steps: list[Step] = []
         self.routing: list[RoutingDecision] = []
@@ -192,7 +197,7 @@ class _NodeTracer:
             packet_out = None
         else:
             assert decision is not None, "every path that does not drop routes the packet"
-            packet_out = attrs.evolve(self.packet, src=self.src, mark=self.mark)
+            packet_out = attrs.evolve(self.packet, src=self.src, mark=self.mark, ct_mark=self.ct_mark)
             if decision.kind is RouteKind.LOCAL:
                 verdict = Verdict(Disposition.DELIVERED, device=decision.device)
             else:
@@ -343,6 +348,17 @@ class _NodeTracer:
                 self._record(at, Outcome.MARK, before,
                              f"set {_mark(action.value)}/{_mark(action.mask)}", rule=entry)
                 index += 1
+            elif isinstance(action, SetConnmark):
+                before_ct = self.ct_mark
+                self.ct_mark = action.apply(before_ct)
+                self._record(at, Outcome.MARK, self.mark,
+                             f"connection mark {_mark(before_ct)} -> set {_mark(action.value)}/{_mark(action.mask)}",
+                             rule=entry)
+                index += 1
+            elif isinstance(action, Drop):
+                self.drop = f"dropped by {entry.comment or 'a rule'} in {hook.label}"
+                self._record(at, Outcome.DROP, self.mark, "drop: final for this packet", rule=entry)
+                return reached_cni
             elif isinstance(action, Accept):
                 self._record(at, Outcome.ACCEPT, self.mark,
                              f"ends {hook.label} for this packet", rule=entry)
@@ -408,6 +424,16 @@ class _NodeTracer:
             elif isinstance(match, ConntrackDirectionMatch):
                 if self.packet.ct_direction is not match.direction:
                     return f"ct direction is {self.packet.ct_direction.value}, not {match.direction.value}"
+            elif isinstance(match, ConnmarkMatch):
+                if not match.matches(self.ct_mark):
+                    op = "==" if match.negate else "!="
+                    return f"connection mark {_mark(self.ct_mark)} & {_mark(match.mask)} {op} {_mark(match.value)}"
+            elif isinstance(match, OutInterfaceMatch):
+                if self.out_device is None:
+                    raise TraceError(f"rule {rule.comment!r}", "matches the out interface before the route lookup")
+                if (self.out_device == match.name) == match.negate:
+                    op = "is" if match.negate else "is not"
+                    return f"out device {self.out_device} {op} {match.name}"
             else:
                 raise TraceError(f"rule {rule.comment!r}", f"unknown match {type(match).__name__}")
         return None

@@ -110,51 +110,58 @@ def _number(value: Any) -> int:
     raise ToolError(f"Invalid value {value!r}")
 
 
-def _mark_and(value: Any) -> int | None:
-    if isinstance(value, dict) and set(value) == {"&"} and value["&"][0] == _MARK:
+_CT_MARK = {"ct": {"key": "mark"}}
+_MARK_KEYS = (_MARK, _CT_MARK)
+
+
+def _key_and(key: Any, value: Any) -> int | None:
+    if isinstance(value, dict) and set(value) == {"&"} and value["&"][0] == key:
         return _number(value["&"][1])
     return None
 
 
 def _list_match(match: dict[str, Any]) -> dict[str, Any]:
-    """A mark match as nft prints it: all-ones masks dropped, contiguous high-bit masks as a prefix."""
-    mask = _mark_and(match["left"])
-    if match["left"] == _MARK:
-        right = match["right"]
-        return {"op": match["op"], "left": _MARK, "right": right if isinstance(right, dict) else _number(right)}
-    if mask is None:
-        return copy.deepcopy(match)
-    value = _number(match["right"])
-    if mask == MARK_ALL:
-        return {"op": match["op"], "left": _MARK, "right": value}
-    inverted = ~mask & MARK_ALL
-    if inverted & (inverted + 1) == 0:  # the mask is some high bits, all set
-        prefix = {"addr": value, "len": 32 - inverted.bit_length()}
-        return {"op": match["op"], "left": _MARK, "right": {"prefix": prefix}}
-    return {"op": match["op"], "left": {"&": [_MARK, mask]}, "right": value}
+    """A packet or connection mark match as nft prints it (the kernel prints both alike): all-ones masks
+    dropped, contiguous high-bit masks as a prefix."""
+    for key in _MARK_KEYS:
+        mask = _key_and(key, match["left"])
+        if match["left"] == key:
+            right = match["right"]
+            return {"op": match["op"], "left": key, "right": right if isinstance(right, dict) else _number(right)}
+        if mask is None:
+            continue
+        value = _number(match["right"])
+        if mask == MARK_ALL:
+            return {"op": match["op"], "left": key, "right": value}
+        inverted = ~mask & MARK_ALL
+        if inverted & (inverted + 1) == 0:  # the mask is some high bits, all set
+            prefix = {"addr": value, "len": 32 - inverted.bit_length()}
+            return {"op": match["op"], "left": key, "right": {"prefix": prefix}}
+        return {"op": match["op"], "left": {"&": [key, mask]}, "right": value}
+    return copy.deepcopy(match)
 
 
-def _list_mangle(value: Any) -> Any:
-    """``(mark & K) | V`` as nft prints it: the mask becomes ``K | V``, and all-ones or zero parts vanish."""
+def _list_mangle(key: Any, value: Any) -> Any:
+    """``(key & K) | V`` as nft prints it: the mask becomes ``K | V``, and all-ones or zero parts vanish."""
     if isinstance(value, dict) and set(value) == {"|"}:
         inner, number = value["|"][0], _number(value["|"][1])
-        keep = MARK_ALL if inner == _MARK else _mark_and(inner)
+        keep = MARK_ALL if inner == key else _key_and(key, inner)
         if keep is None:
             return copy.deepcopy(value)
     elif isinstance(value, dict) and set(value) == {"&"}:
-        keep, number = _mark_and(value), 0
+        keep, number = _key_and(key, value), 0
         if keep is None:
             return copy.deepcopy(value)
-    elif value == _MARK:
-        return _MARK
+    elif value == key:
+        return copy.deepcopy(key)
     else:
         return _number(value)
     keep |= number
     if number == 0:
-        return _MARK if keep == MARK_ALL else {"&": [_MARK, keep]}
+        return copy.deepcopy(key) if keep == MARK_ALL else {"&": [key, keep]}
     if keep == MARK_ALL:
-        return {"|": [_MARK, number]}
-    return {"|": [{"&": [_MARK, keep]}, number]}
+        return {"|": [key, number]}
+    return {"|": [{"&": [key, keep]}, number]}
 
 
 def _list_statement(statement: dict[str, Any]) -> dict[str, Any]:
@@ -163,8 +170,8 @@ def _list_statement(statement: dict[str, Any]) -> dict[str, Any]:
         return {"counter": {"packets": 0, "bytes": 0}}
     if kind == "match" and isinstance(value, dict):
         return {"match": _list_match(value)}
-    if kind == "mangle" and isinstance(value, dict) and value.get("key") == _MARK:
-        return {"mangle": {"key": _MARK, "value": _list_mangle(value["value"])}}
+    if kind == "mangle" and isinstance(value, dict) and value.get("key") in _MARK_KEYS:
+        return {"mangle": {"key": value["key"], "value": _list_mangle(value["key"], value["value"])}}
     return copy.deepcopy(statement)
 
 

@@ -96,7 +96,7 @@ DAMAGES: dict[str, Callable[[RuleSet], Sequence[Step]]] = {
 def extra_selector(desired: RuleSet) -> list[Step]:
     """A copy of our first IPv4 ip rule that also says ``from 10.0.0.0/8`` (ours by protocol, but not as wanted).
 
-    Kept out of :data:`DAMAGES`: the planner does not repair it in one plan (see test_reconcile).
+    Kept out of :data:`DAMAGES`: its repair needs the delete to name every selector (see test_reconcile).
     """
     rules = desired.family(Family.IPV4)
     assert rules is not None and rules.ip_rules, "the desired rule set has no IPv4 ip rule"

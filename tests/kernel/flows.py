@@ -246,6 +246,8 @@ def client(dst: str, port: int) -> int:
     udp.connect((dst, port))
     tcp: socket.socket | None = socket.socket(_family(dst), socket.SOCK_STREAM)
     assert tcp is not None
+    # Close with a reset: a FIN on a path a test broke would be retransmitted into the next tests.
+    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     tcp.settimeout(3)
     try:
         tcp.connect((dst, port))

@@ -149,23 +149,26 @@ def _rule_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("-A ")]
 
 
-def test_comments_at_the_byte_limits_load_and_one_byte_more_does_not() -> None:
+def test_comments_at_the_byte_limits_load_and_longer_ones_are_not_stored_whole() -> None:
+    """The backends' limits are the tools' own: iptables keeps 255 bytes (it cuts more silently, byte-wise,
+    so a plan would never find the comment it wrote), and nft's text syntax refuses more than 128."""
     with Namespace("cmt") as ns:
         at_limit = "a b" * (IPTABLES_COMMENT_MAX // 3)  # with spaces, so iptables-save quotes it
         assert len(at_limit) == IPTABLES_COMMENT_MAX
         for tool, save in (("iptables-restore", "iptables-save"), ("iptables-legacy-restore", "iptables-legacy-save")):
-            ns.run(tool, "--noflush", input=f'*filter\n:C - [0:0]\n-A C -m comment --comment "{at_limit}" -j ACCEPT\n'
-                                             "COMMIT\n", timeout=TIMEOUT)
-            assert f'--comment "{at_limit}"' in ns.run(save).stdout
-            with pytest.raises(CommandError):
-                ns.run(tool, "--noflush", input=f'*filter\n:D - [0:0]\n-A D -m comment --comment "{at_limit}y" '
-                                                 "-j ACCEPT\nCOMMIT\n", timeout=TIMEOUT)
+            for chain, comment in (("C", at_limit), ("D", at_limit + "y")):
+                ns.run(tool, "--noflush", input=f"*filter\n:{chain} - [0:0]\n-A {chain} -m comment --comment "
+                                                 f'"{comment}" -j ACCEPT\nCOMMIT\n', timeout=TIMEOUT)
+            saved = _rule_lines(ns.run(save).stdout)
+            assert saved == [f'-A C -m comment --comment "{at_limit}" -j ACCEPT',
+                             f'-A D -m comment --comment "{at_limit}" -j ACCEPT'], saved
         for comment in ("n" * NFT_COMMENT_MAX, "é" * (NFT_COMMENT_MAX // 2), "a" * (NFT_COMMENT_MAX - 1) + "€"):
             ruleset = _with_all_comments(compile(build_state({}), "node-a", build_config({})), comment)
-            [output] = [o for o in render_all(ruleset, ("nft",))]
+            [output] = render_all(ruleset, ("nft",))
             ns.run("nft", "-j", "-f", "-", input=output.text, timeout=TIMEOUT)
             listed = json.loads(ns.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
-            stored = {item["rule"].get("comment") for item in listed if "rule" in item}
+            stored = {item["rule"].get("comment") for item in listed
+                      if "rule" in item and item["rule"]["table"] == ruleset.config.nft_table}
             cut = comment.encode()[:NFT_COMMENT_MAX].decode(errors="ignore")
             assert stored == {cut} and len(cut.encode()) <= NFT_COMMENT_MAX
         # nft's text syntax refuses a longer comment (its JSON input does not check): a listing of our
@@ -214,7 +217,12 @@ def test_a_set_past_the_default_maxelem_loads_with_the_maxelem_written() -> None
 
 
 def test_a_set_exactly_at_the_default_maxelem_loads_and_changes_members_without_overflowing() -> None:
-    """Regression: the planner added members before deleting, and a full set answered "Hash is full"."""
+    """The planner deletes members before it adds: a full set has no room for an addition first.
+
+    (Adding first made ``ipset restore`` fail with "Hash is full" on the fake and, not every time, on
+    kernel 6.18, whose count of a set's elements is not always exact; ``test_hardening_limits`` has the
+    deterministic regression test.)
+    """
     with node_namespace(NODE_A, V4.tunnel_device) as ns:
         full = _load_full(ns, big_state(DEFAULT_MAXELEM))
         name = source_set(full).name

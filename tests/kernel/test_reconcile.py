@@ -106,11 +106,6 @@ def test_damage_is_repaired_and_foreign_objects_survive(damage: str, topo: Topol
     assert _packets_take_their_eips(topo, SCENARIO) == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "library: DeleteIPRule renders 'rule del pref P fwmark M/K table T protocol 230' without the stray rule's "
-    "selectors, so the kernel deletes the first matching rule, our correct one; the next plan adds the correct "
-    "rule before deleting the stray one and the kernel refuses it ('File exists': a rule without 'from' "
-    "collides with the 'from 10.0.0.0/8' one), so every later plan fails and the node never converges"))
 def test_an_ip_rule_of_ours_with_an_extra_selector_is_repaired(topo: Topology, foreign_node: ForeignNode) -> None:
     ns, desired = topo.ns(NODE), foreign_node.ready()
     stray = extra_selector(desired)
@@ -118,16 +113,14 @@ def test_an_ip_rule_of_ours_with_an_extra_selector_is_repaired(topo: Topology, f
     assert model_mismatches(dump_node(ns), desired, foreign_sets=FOREIGN_SETS), "the text check sees it"
     failures = []
     try:
-        for _ in range(3):
-            try:
-                converge_node(ns, desired)
-            except CommandError as error:
-                failures.append(error.stderr.strip())
+        # One plan repairs it: the stray rule is deleted by all of its selectors before ours is added.
+        try:
+            converge_node(ns, desired)
+        except CommandError as error:
+            failures.append(error.stderr.strip())
         assert model_mismatches(dump_node(ns), desired, foreign_sets=FOREIGN_SETS) == [], failures
         assert plan(desired, observe_node(ns, desired.config)).is_empty
     finally:
-        # Delete the stray rule by all of its selectors (what the plan should have said), then converge.
-        apply_steps([("ip4", stray[0][1].replace("rule add", "rule del"))], ns=ns)
         converge_node(ns, desired)
 
 
