@@ -24,6 +24,12 @@ GATEWAY_NODE = "node-0000"
 OTHER_NODE = "node-0999"
 
 
+def _pod6(n: int) -> str:
+    """The n-th pod's IPv6 address, spaced like the IPv4 ones (every other address)."""
+    value = 2 * n
+    return f"fd00:244::{value >> 16:x}:{value & 0xFFFF:x}"
+
+
 def node_name(index: int) -> str:
     return f"node-{index:04d}"
 
@@ -41,7 +47,7 @@ def state_dict(policies: int, dual_stack: bool = False, endpoints: int = ENDPOIN
             node = node_name(n % NODES)
             sources.append({"cidr": str(ipaddress.IPv4Address("10.0.0.0") + 2 * n), "node": node})
             if dual_stack:
-                sources.append({"cidr": f"fd00:244::{2 * n:x}", "node": node})
+                sources.append({"cidr": _pod6(n), "node": node})
         destinations = [str(ipaddress.IPv4Network(((198 << 24) + (p * DESTINATIONS + d) * 512, 24)))
                         for d in range(DESTINATIONS)]
         if dual_stack:
@@ -70,7 +76,7 @@ def state(policies: int, dual_stack: bool = False, endpoints: int = ENDPOINTS) -
             node = node_name(n % NODES)
             sources.append(Endpoint(str(ipaddress.IPv4Address("10.0.0.0") + 2 * n), node))
             if dual_stack:
-                sources.append(Endpoint(f"fd00:244::{2 * n:x}", node))
+                sources.append(Endpoint(_pod6(n), node))
         destinations = [str(ipaddress.IPv4Network(((198 << 24) + (p * DESTINATIONS + d) * 512, 24)))
                         for d in range(DESTINATIONS)]
         if dual_stack:

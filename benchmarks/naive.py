@@ -44,20 +44,26 @@ def ipset_swap_text(document: dict[str, Any]) -> str:
 # The rules every node carries, as the library writes them (not per policy).
 _BASE_MANGLE = [
     ":EGRESSGATEWAY-RESET-MARK - [0:0]", ":EGRESSGATEWAY-MARK-REQUEST - [0:0]",
-    '-A EGRESSGATEWAY-RESET-MARK -m comment --comment "egress-rules: reset node mark" '
+    '-A EGRESSGATEWAY-RESET-MARK -o egress.vxlan -m comment --comment "egress-rules: reset node mark" '
     "-m mark --mark 0x26000000/0xff000000 -j MARK --set-xmark 0x12000000/0xffffff00",
+    '-A EGRESSGATEWAY-RESET-MARK -o egress.vxlan -m comment --comment "egress-rules: remember tunneled flow" '
+    "-m mark --mark 0x12000000/0xffffff00 -j CONNMARK --set-xmark 0x12000000/0xffffff00",
     '-I FORWARD 1 -m comment --comment "egress-rules: reset node mark" -j EGRESSGATEWAY-RESET-MARK',
     '-I POSTROUTING 1 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
     '-I PREROUTING 1 -m comment --comment "egress-rules: mark request" -j EGRESSGATEWAY-MARK-REQUEST',
 ]
 _BASE_FILTER = [
-    '-I FORWARD 1 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
+    '-I FORWARD 1 -m comment --comment "egress-rules: tunneled flow guard" -m conntrack --ctdir ORIGINAL '
+    "-m connmark --mark 0x12000000/0xffffff00 -m mark ! --mark 0x12000000/0xffffff00 -j DROP",
+    '-I FORWARD 2 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
     '-I OUTPUT 1 -m comment --comment "egress-rules: keep mark" -m mark --mark 0x12000000/0xffffff00 -j ACCEPT',
 ]
 _BASE_NAT = [
     ":EGRESSGATEWAY-SNAT-EIP - [0:0]", ":EGRESSGATEWAY-NO-SNAT - [0:0]",
     '-A EGRESSGATEWAY-SNAT-EIP -m comment --comment "egress-rules: skip tunneled" '
     "-m mark --mark 0x12000000/0xffffff00 -j RETURN",
+    '-A EGRESSGATEWAY-SNAT-EIP -m comment --comment "egress-rules: skip unrouted" '
+    "-m mark --mark 0x26000000/0xff000000 -j RETURN",
     '-A EGRESSGATEWAY-NO-SNAT -m comment --comment "egress-rules: no snat" -m mark --mark 0x12000000/0xffffff00 '
     "-j ACCEPT",
     '-I POSTROUTING 1 -m comment --comment "egress-rules: snat eip" -j EGRESSGATEWAY-SNAT-EIP',

@@ -38,6 +38,7 @@ def parse_ipset_save(text: str, ownership: Ownership, source: str = "ipset save"
     headers: dict[str, tuple[str, Family | None, int | None, tuple[str, ...]]] = {}
     members: dict[str, set[Cidr]] = {}
     counts: dict[str, int] = {}
+    owned: dict[str, bool] = {}  # decided once per set: the check hashes the name
     for number, raw in enumerate(split_lines(text), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -58,12 +59,13 @@ def parse_ipset_save(text: str, ownership: Ownership, source: str = "ipset save"
             headers[name] = (set_type, family, maxelem, options)
             members[name] = set()
             counts[name] = 0
+            owned[name] = ownership.owns_set(name)
         elif words[0] == "add":
             if len(words) < 3 or words[1] not in headers:
                 raise ParseError(source, f"add to an undeclared set: {line[:60]!r}", number)
             name = words[1]
             counts[name] += 1
-            if ownership.owns_set(name):
+            if owned[name]:
                 try:
                     cidr = parse_cidr(words[2])
                 except InvalidAddressError as error:
@@ -74,7 +76,7 @@ def parse_ipset_save(text: str, ownership: Ownership, source: str = "ipset save"
         else:
             raise ParseError(source, f"unexpected line {line[:60]!r}", number)
     return tuple(
-        ObservedSet(name, set_type, ownership.owns_set(name), family, maxelem, options,
+        ObservedSet(name, set_type, owned[name], family, maxelem, options,
                     frozenset(members[name]), counts[name])
         for name, (set_type, family, maxelem, options) in headers.items()
     )

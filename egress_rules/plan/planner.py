@@ -460,7 +460,14 @@ def _plan_conntrack(desired: RuleSet, observed: ObservedState) -> tuple[Conntrac
 
 
 def sorted_flushes(flushes: set[ConntrackFlush]) -> tuple[ConntrackFlush, ...]:
-    return tuple(sorted(flushes, key=lambda f: (f.family, f.source, f.destination or f.source)))
+    """Flushes in a fixed order: by family, source, then destination (any destination first)."""
+    return tuple(sorted(flushes, key=_flush_key))
+
+
+def _flush_key(flush: ConntrackFlush) -> tuple[int, int, int, int, int]:
+    destination = flush.destination
+    return (flush.family, flush.source.network, flush.source.prefixlen,
+            -1 if destination is None else destination.network, -1 if destination is None else destination.prefixlen)
 
 
 def _flushes(family: Family, old: list[RuleBody], new: list[RuleBody], old_sets: Mapping[str, frozenset[Cidr]],
