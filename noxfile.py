@@ -4,6 +4,7 @@
 * ``explore``: the same properties with many more random examples.
 * ``lint`` / ``typecheck``: ruff and ``mypy --strict``.
 * ``bench``: the benchmarks (see docs/performance.md).
+* ``fuzz``: coverage-guided fuzzing of the parsers with atheris (see tests/fuzz/README.md).
 * ``docs``: builds the documentation site, failing on any warning or broken link.
 """
 
@@ -29,6 +30,13 @@ def explore(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the observed-state parsers (atheris); arguments after -- go to the driver."""
+    session.install("-e", ".[test]", "atheris")
+    session.run("python", "-m", "tests.fuzz.fuzz_parsers", *(session.posargs or ["--target", "all", "--runs", "30000"]))
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
@@ -49,4 +57,4 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     session.install("-e", ".[docs]")
-    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"})

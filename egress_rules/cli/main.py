@@ -100,6 +100,9 @@ def _read_json(path: str) -> object:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise EgressRulesError(path, f"not valid JSON: {error}") from None
+    except (RecursionError, ValueError):
+        # Nesting deeper than the decoder can follow, or a number too long to convert.
+        raise EgressRulesError(path, "JSON nested too deeply or with a number too long to read") from None
 
 
 def _set_value(target: dict[str, Any], assignment: str) -> None:

@@ -1,0 +1,1 @@
+"""Parser fuzzing shared by hypothesis (``tests/test_hardening_parsers.py``) and atheris (``fuzz_parsers.py``)."""
