@@ -14,7 +14,8 @@ import ipaddress
 import itertools
 from typing import Any
 
-from egress_rules.model.cluster import ClusterCIDRs, ClusterState, EgressIP, Endpoint, Node, Policy
+from egress_rules.model.cluster import ClusterState
+from egress_rules.model.schema import load_input
 
 NODES = 1000
 GATEWAYS = 1  # the measured gateway node serves every policy (the issue's "55·P entries")
@@ -64,28 +65,5 @@ def state_dict(policies: int, dual_stack: bool = False, endpoints: int = ENDPOIN
 
 
 def state(policies: int, dual_stack: bool = False, endpoints: int = ENDPOINTS) -> ClusterState:
-    """The same scenario built directly as model objects."""
-    pods = itertools.count()
-    nodes = [Node(node_name(i), tunnel_ipv4=str(ipaddress.IPv4Address("172.16.0.0") + i + 1),
-                  tunnel_ipv6=f"fd11::{i + 1:x}" if dual_stack else None) for i in range(NODES)]
-    items = []
-    for p in range(policies):
-        sources = []
-        for _ in range(endpoints):
-            n = next(pods)
-            node = node_name(n % NODES)
-            sources.append(Endpoint(str(ipaddress.IPv4Address("10.0.0.0") + 2 * n), node))
-            if dual_stack:
-                sources.append(Endpoint(_pod6(n), node))
-        destinations = [str(ipaddress.IPv4Network(((198 << 24) + (p * DESTINATIONS + d) * 512, 24)))
-                        for d in range(DESTINATIONS)]
-        if dual_stack:
-            destinations += [f"2001:db8:{p:x}:{2 * d:x}::/64" for d in range(DESTINATIONS)]
-        items.append(Policy(
-            namespace=f"ns-{p % 100}", name=f"policy-{p:05d}", priority=1000 + p % 7,
-            gateway_node=node_name(p % GATEWAYS), sources=sources, destinations=destinations,
-            egress_ip=EgressIP(ipv4=str(ipaddress.IPv4Address("100.64.0.0") + p),
-                               ipv6=f"2001:db8:ffff::{p:x}" if dual_stack else None)))
-    cluster = ClusterCIDRs(pod=["10.0.0.0/8"] + (["fd00:244::/32"] if dual_stack else []),
-                           service=["10.96.0.0/12"] + (["fd00:96::/108"] if dual_stack else []))
-    return ClusterState(policies=items, nodes=nodes, cluster=cluster)
+    """The same scenario as model objects (through the library's own input loader)."""
+    return load_input(state_dict(policies, dual_stack, endpoints)).state

@@ -10,8 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from .datapath_support import macs, servers, topo
 from .gate import require_kernel
 from .topology import Topology
+
+# The packet tests' module-scoped fixtures (a module that defines its own ``topo`` overrides it).
+__all__ = ["macs", "servers", "topo"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

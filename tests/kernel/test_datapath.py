@@ -14,9 +14,8 @@ next to iptables-nft, and strict rp_filter.
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -28,15 +27,13 @@ from egress_rules.plan import DriftKind, plan, render_plan
 
 from .cases import CASES, PacketCase, scenario_state
 from .cluster import apply_state, converge_state, eip_placement, place_eips, rulesets
+from .datapath_support import PORT, flow_packets, probe
 from .flows import Captured, FlowClient, FlowServer, settle
-from .gate import require_kernel
 from .kernel_node import apply_outputs, converge_node, dump_node, normalised, observe_node
-from .probe import Proto
 from .topology import ADDRESSES, NODE_ROLES, TUNNEL_DEVICE, UNDERLAY_DEVICE, Family, NodeRole, Role, Topology
 
 pytestmark = pytest.mark.kernel
 
-PORT = 7778  # every receiver serves (and captures) here; the topology's echo server keeps 7777
 CLUSTER4, CLUSTER6 = ipaddress.ip_network("10.244.0.0/16"), ipaddress.ip_network("fd00:244::/32")
 FAMILIES: tuple[Family, ...] = (4, 6)
 
@@ -72,50 +69,8 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def topo() -> Iterator[Topology]:
-    require_kernel()
-    with Topology() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def servers(topo: Topology) -> Iterator[dict[Role, FlowServer]]:
-    """A serving capture on ext (uplink), on pod-b, and on every node (all interfaces: the tunnel witness)."""
-    started: dict[Role, FlowServer] = {}
-    where: list[tuple[Role, str]] = [("ext", UNDERLAY_DEVICE), ("pod-b", UNDERLAY_DEVICE)]
-    where += [(node, "any") for node in NODE_ROLES]
-    try:
-        for role, device in where:
-            started[role] = FlowServer(topo.ns(role), PORT, device).__enter__()
-        yield started
-    finally:
-        for server in started.values():
-            server.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="module")
 def installed(topo: Topology) -> Installed:
     return Installed(topo)
-
-
-@pytest.fixture(scope="module")
-def macs(topo: Topology) -> dict[str, NodeRole]:
-    """Each node's uplink MAC: what ext sees as the Ethernet source of a packet the node sent."""
-    found = {}
-    for node in NODE_ROLES:
-        link = json.loads(topo.ip(node, "-j", "link", "show", UNDERLAY_DEVICE).stdout)[0]
-        found[str(link["address"])] = node
-    return found
-
-
-def _probe(topo: Topology, pod: Role, destination: str, proto: Proto, timeout: float = 2.0) -> str | None:
-    """The source address the receiver saw, or None if nothing came back in ``timeout``."""
-    reply = topo.probe(pod, destination, proto, port=PORT, timeout=timeout)
-    return reply.split()[0] if reply else None
-
-
-def _flow_packets(captured: list[Captured], case: PacketCase) -> list[Captured]:
-    return [p for p in captured if p.proto == case.proto and p.dport == PORT and p.dst == case.destination]
 
 
 # ---------------------------------------------------------------- the case table
@@ -130,26 +85,26 @@ def test_packet_case(case: PacketCase, topo: Topology, installed: Installed, ser
     settle(watching)
     marks = {id(server): server.mark() for server in watching}
 
-    got = _probe(topo, case.pod, case.destination, case.proto)
+    got = probe(topo, case.pod, case.destination, case.proto)
 
     def since(server: FlowServer) -> list[Captured]:
         return server.captured()[marks[id(server)]:]
 
-    receiver.wait_for(lambda caps: bool(_flow_packets(caps, case)), marks[id(receiver)])
+    receiver.wait_for(lambda caps: bool(flow_packets(caps, case)), marks[id(receiver)])
     if case.tunneled and case.egress_node is not None:
         witness = servers[case.egress_node]
-        witness.wait_for(lambda caps: any(p.ifname == TUNNEL_DEVICE for p in _flow_packets(caps, case)),
+        witness.wait_for(lambda caps: any(p.ifname == TUNNEL_DEVICE for p in flow_packets(caps, case)),
                          marks[id(witness)])
     settle(watching)
 
     assert got == case.expected_source, f"{case.why}: {case.receiver} saw {got}, want {case.expected_source}"
-    arrived = _flow_packets(since(receiver), case)
+    arrived = flow_packets(since(receiver), case)
     assert arrived, "the receiver's capture saw nothing"
     assert {p.src for p in arrived} == {case.expected_source}, "some packets arrived with another source"
     if case.receiver == "ext":
         assert {macs.get(p.mac) for p in arrived} == {case.egress_node}, "left the cluster from the wrong node"
     tunnel_ends = {node for node in NODE_ROLES
-                   if any(p.ifname == TUNNEL_DEVICE for p in _flow_packets(since(servers[node]), case))}
+                   if any(p.ifname == TUNNEL_DEVICE for p in flow_packets(since(servers[node]), case))}
     assert tunnel_ends == ({case.egress_node} if case.tunneled else set()), "tunnel use differs"
 
 
@@ -171,7 +126,7 @@ def test_reapplying_through_the_planner_changes_and_duplicates_nothing(
         assert all(DriftKind.DUPLICATE in {d.kind for d in p.drift} for p in plans.values())
         assert {node: normalised(dump_node(topo.ns(node))) for node in NODE_ROLES} == before
         assert converge_state(topo, state).all_empty
-    assert _probe(topo, "pod-a", "203.0.113.10", "udp") == "192.0.2.50"
+    assert probe(topo, "pod-a", "203.0.113.10", "udp") == "192.0.2.50"
 
 
 # ---------------------------------------------------------------- changes under live flows
@@ -360,7 +315,7 @@ def test_every_apply_step_is_leak_free(step: str, topo: Topology, installed: Ins
                 settle([ext])
                 mark = ext.mark()
                 destination = ADDRESSES.ext.internet(family)[0]
-                _probe(topo, "pod-a", destination, "udp", timeout=0.5)
+                probe(topo, "pod-a", destination, "udp", timeout=0.5)
                 ext.wait_for(_arrived_at(destination), mark, timeout=1.0)
                 settle([ext])
                 leaked = sorted({p.src for p in _leaks(ext.captured()[mark:]) if p.dport == PORT})
@@ -398,15 +353,15 @@ def test_legacy_cni_masquerade_next_to_our_nft_rules(order: str) -> None:
                 dst = ADDRESSES.ext.internet(family)[0]
                 eip = "192.0.2.50" if family == 4 else "2001:db8:1::50"
                 mark = ext.mark()
-                assert _probe(topo, "pod-a", dst, "udp", timeout=1.0) is None
+                assert probe(topo, "pod-a", dst, "udp", timeout=1.0) is None
                 ext.settle()
                 seen = {p.src for p in ext.captured()[mark:] if p.dport == PORT}
                 assert seen == {ADDRESSES.node("node-a").tunnel(family)}, "remote gateway: source-node masquerade"
-                local = _probe(topo, "pod-b", dst, "udp")
+                local = probe(topo, "pod-b", dst, "udp")
                 expected = eip if order == "legacy-nat-first" else ADDRESSES.node("node-b").underlay(family)
                 assert local == expected, "on the gateway, the nat table registered last decides"
                 # traffic outside any policy is masqueraded as usual
-                assert _probe(topo, "pod-a2", dst, "tcp") == ADDRESSES.node("node-a").underlay(family)
+                assert probe(topo, "pod-a2", dst, "tcp") == ADDRESSES.node("node-a").underlay(family)
 
 
 def test_strict_rp_filter_on_the_gateway_drops_tunneled_traffic(topo: Topology, installed: Installed) -> None:
@@ -426,16 +381,16 @@ def test_strict_rp_filter_on_the_gateway_drops_tunneled_traffic(topo: Topology, 
 
     try:
         rp_filter("node-a", 1)
-        assert _probe(topo, "pod-a", "203.0.113.10", "udp") == "192.0.2.50", "strict on the source node is fine"
+        assert probe(topo, "pod-a", "203.0.113.10", "udp") == "192.0.2.50", "strict on the source node is fine"
         rp_filter("node-a", 0)
         rp_filter("node-b", 1)
         before = dropped("node-b")
-        assert _probe(topo, "pod-a", "203.0.113.10", "udp", timeout=1.0) is None
+        assert probe(topo, "pod-a", "203.0.113.10", "udp", timeout=1.0) is None
         assert dropped("node-b") > before, "node-b's reverse-path filter dropped it"
-        assert _probe(topo, "pod-b", "203.0.113.10", "udp") == "192.0.2.50", "the gateway's own pod is fine"
-        assert _probe(topo, "pod-a", "2001:db8:ff::10", "udp") == "2001:db8:1::50", "IPv6 has no rp_filter"
+        assert probe(topo, "pod-b", "203.0.113.10", "udp") == "192.0.2.50", "the gateway's own pod is fine"
+        assert probe(topo, "pod-a", "2001:db8:ff::10", "udp") == "2001:db8:1::50", "IPv6 has no rp_filter"
         rp_filter("node-b", 2)
-        assert _probe(topo, "pod-a", "203.0.113.10", "udp") == "192.0.2.50", "loose mode passes"
+        assert probe(topo, "pod-a", "203.0.113.10", "udp") == "192.0.2.50", "loose mode passes"
     finally:
         for node in ("node-a", "node-b"):
             rp_filter(node, 0)

@@ -17,7 +17,6 @@ conntrack commands; and the documented limit of nftables, that our filter
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import attrs
 import pytest
@@ -28,9 +27,8 @@ from egress_rules.plan import plan, render_plan
 
 from .cases import CASES, PacketCase, scenario_state
 from .cluster import apply_state, eip_placement, place_eips
+from .datapath_support import PORT, flow_packets, probe
 from .flows import Captured, FlowClient, FlowServer, settle
-from .gate import require_kernel
-from .probe import Proto
 from .test_nft_support import (
     apply_nft_outputs,
     apply_nft_state,
@@ -38,11 +36,10 @@ from .test_nft_support import (
     nft_rulesets,
     observe_nft_node,
 )
-from .topology import ADDRESSES, NODE_ROLES, TUNNEL_DEVICE, UNDERLAY_DEVICE, Family, NodeRole, Role, Topology
+from .topology import ADDRESSES, NODE_ROLES, TUNNEL_DEVICE, Family, NodeRole, Role, Topology
 
 pytestmark = pytest.mark.kernel
 
-PORT = 7778  # every receiver serves (and captures) here
 FAMILIES: tuple[Family, ...] = (4, 6)
 
 
@@ -65,49 +62,8 @@ class Installed:
 
 
 @pytest.fixture(scope="module")
-def topo() -> Iterator[Topology]:
-    require_kernel()
-    with Topology() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def servers(topo: Topology) -> Iterator[dict[Role, FlowServer]]:
-    """A serving capture on ext (uplink), on pod-b, and on every node (all interfaces: the tunnel witness)."""
-    started: dict[Role, FlowServer] = {}
-    where: list[tuple[Role, str]] = [("ext", UNDERLAY_DEVICE), ("pod-b", UNDERLAY_DEVICE)]
-    where += [(node, "any") for node in NODE_ROLES]
-    try:
-        for role, device in where:
-            started[role] = FlowServer(topo.ns(role), PORT, device).__enter__()
-        yield started
-    finally:
-        for server in started.values():
-            server.__exit__(None, None, None)
-
-
-@pytest.fixture(scope="module")
 def installed(topo: Topology) -> Installed:
     return Installed(topo)
-
-
-@pytest.fixture(scope="module")
-def macs(topo: Topology) -> dict[str, NodeRole]:
-    found = {}
-    for node in NODE_ROLES:
-        link = json.loads(topo.ip(node, "-j", "link", "show", UNDERLAY_DEVICE).stdout)[0]
-        found[str(link["address"])] = node
-    return found
-
-
-def probe(topo: Topology, pod: Role, destination: str, proto: Proto, timeout: float = 2.0) -> str | None:
-    """The source address the receiver saw, or None if nothing came back in ``timeout``."""
-    reply = topo.probe(pod, destination, proto, port=PORT, timeout=timeout)
-    return reply.split()[0] if reply else None
-
-
-def _flow_packets(captured: list[Captured], case: PacketCase) -> list[Captured]:
-    return [p for p in captured if p.proto == case.proto and p.dport == PORT and p.dst == case.destination]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -126,13 +82,13 @@ def test_packet_case_on_nft(case: PacketCase, topo: Topology, installed: Install
         return server.captured()[marks[id(server)]:]
 
     assert got == case.expected_source, f"{case.why}: {case.receiver} saw {got}, want {case.expected_source}"
-    arrived = _flow_packets(since(receiver), case)
+    arrived = flow_packets(since(receiver), case)
     assert arrived, "the receiver's capture saw nothing"
     assert {p.src for p in arrived} == {case.expected_source}, "some packets arrived with another source"
     if case.receiver == "ext":
         assert {macs.get(p.mac) for p in arrived} == {case.egress_node}, "left the cluster from the wrong node"
     tunnel_ends = {node for node in NODE_ROLES
-                   if any(p.ifname == TUNNEL_DEVICE for p in _flow_packets(since(servers[node]), case))}
+                   if any(p.ifname == TUNNEL_DEVICE for p in flow_packets(since(servers[node]), case))}
     assert tunnel_ends == ({case.egress_node} if case.tunneled else set()), "tunnel use differs"
 
 
