@@ -186,20 +186,12 @@ def parse_rule_body(words: list[str]) -> RuleBody | None:
 def _action(flag: str, target: str, rest: list[str]) -> Action | None:
     if flag == "-g":
         return Goto(target) if not rest else None
-    if target == "MARK":
-        if len(rest) != 2 or rest[0] not in ("--set-xmark", "--set-mark"):
-            return None
-        parsed = _mark(rest[1])
+    if target in ("MARK", "CONNMARK"):
+        # Both print as --set-xmark VALUE/MASK; a value with bits outside its mask is not a form we write.
+        parsed = _mark(rest[1]) if len(rest) == 2 and rest[0] in ("--set-xmark", "--set-mark") else None
         if parsed is None or parsed[0] & ~parsed[1]:
             return None
-        return SetMark(parsed[0], parsed[1])
-    if target == "CONNMARK":
-        if len(rest) != 2 or rest[0] not in ("--set-xmark", "--set-mark"):
-            return None
-        parsed = _mark(rest[1])
-        if parsed is None or parsed[0] & ~parsed[1]:
-            return None
-        return SetConnmark(parsed[0], parsed[1])
+        return (SetMark if target == "MARK" else SetConnmark)(parsed[0], parsed[1])
     if target == "SNAT":
         if len(rest) != 2 or rest[0] not in ("--to-source", "--to"):
             return None
