@@ -164,3 +164,11 @@ def test_trace_fail_on_leak_and_bad_packets(capsys: pytest.CaptureFixture[str]) 
     assert "different families" in capsys.readouterr().err
     assert main(["trace", "--src", "10.244.1.10", "--dst", "203.0.113.10", "--cni-other-backend",
                  "--fail-on-leak"]) == EXIT_OK
+
+
+def test_trace_shows_the_tunnelled_flow_guard(capsys: pytest.CaptureFixture[str]) -> None:
+    # A flow that went into the tunnel (connection keep mark) but is no longer marked: dropped, not leaked.
+    assert main(["trace", "--src", "10.244.1.10", "--dst", "198.51.100.9", "--ct-mark", "0x12000000",
+                 "--fail-on-leak"]) == 3
+    out = capsys.readouterr().out
+    assert "tunneled flow guard" in out and "LEAK" not in out

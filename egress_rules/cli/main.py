@@ -198,7 +198,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         raise EgressRulesError(f"node {args.node}", "is not in the cluster state")
     envs = example_environments(item.state, item.config, cni_same_backend=not args.cni_other_backend)
     packet = Packet(args.src, args.dst, protocol=args.proto, sport=args.sport, dport=args.dport,
-                    in_interface=None if args.local else args.in_interface, mark=args.mark,
+                    in_interface=None if args.local else args.in_interface, mark=args.mark, ct_mark=args.ct_mark,
                     ct_direction=CtDirection.REPLY if args.reply else CtDirection.ORIGINAL)
     result = trace_cluster(rulesets, envs, args.node, packet)
     sys.stdout.write(format_cluster_trace(result, misses=not args.brief) + "\n")
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"device the packet arrives on (default: {POD_BRIDGE}, the example's pod bridge)")
     tr.add_argument("--local", action="store_true", help="the node itself sends the packet (output path)")
     tr.add_argument("--mark", type=lambda v: int(v, 0), default=0, help="packet mark on arrival (default 0)")
+    tr.add_argument("--ct-mark", type=lambda v: int(v, 0), default=0,
+                    help="the connection's mark on the first node (default 0: a new connection; the keep mark "
+                         "0x12000000: a flow that already went into the tunnel)")
     tr.add_argument("--reply", action="store_true", help="a packet of the reply direction (conntrack REPLY)")
     tr.add_argument("--cni-other-backend", action="store_true",
                     help="the CNI's masquerade lives in the other iptables backend (legacy vs nft)")
