@@ -357,7 +357,7 @@ class _NodeTracer:
                 index += 1
             elif isinstance(action, Drop):
                 self.drop = f"dropped by {entry.comment or 'a rule'} in {hook.label}"
-                self._record(at, Outcome.DROP, self.mark, "drop: final for this packet", rule=entry)
+                self._record(at, Outcome.DROP, self.mark, "final for this packet", rule=entry)
                 return reached_cni
             elif isinstance(action, Accept):
                 self._record(at, Outcome.ACCEPT, self.mark,
