@@ -33,3 +33,27 @@ def test_golden(scenario: str, node: str, update_goldens: bool) -> None:
     assert sorted(o.name for o in outputs) == expected, "outputs differ from goldens; run with --update-goldens"
     for output in outputs:
         assert output.text == (directory / output.name).read_text(), f"{scenario}/{node}/{output.name}"
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "cluster" / "resources.json"
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_golden_of_the_example_resource_dump(node: str, update_goldens: bool) -> None:
+    """The example cluster's kubectl dump, read by the resource adapter, compiled for each node."""
+    from egress_rules.adapters import load_resource_text
+
+    item = load_resource_text(EXAMPLE.read_text(), source=str(EXAMPLE)).compile_input
+    ruleset = compile(item.state, node, item.config, marks=item.mark_allocator(), tables=item.table_allocator(node))
+    outputs = render_all(ruleset, (*APPLY_ORDER, "nft"))
+    directory = GOLDENS / "example-resources" / node
+    if update_goldens:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.iterdir():
+            stale.unlink()
+        for output in outputs:
+            (directory / output.name).write_text(output.text)
+        return
+    assert sorted(o.name for o in outputs) == sorted(p.name for p in directory.iterdir())
+    for output in outputs:
+        assert output.text == (directory / output.name).read_text(), f"example-resources/{node}/{output.name}"
