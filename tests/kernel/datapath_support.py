@@ -8,11 +8,13 @@ in how the rules are installed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from .cases import PacketCase
+from egress_rules.model.cluster import ClusterState
+
+from .cases import PacketCase, scenario_state
 from .flows import Captured, FlowServer
 from .gate import require_kernel
 from .probe import Proto
@@ -51,6 +53,33 @@ def macs(topo: Topology) -> dict[str, NodeRole]:
         link = json.loads(topo.ip(node, "-j", "link", "show", UNDERLAY_DEVICE).stdout)[0]
         found[str(link["address"])] = node
     return found
+
+
+class Installed:
+    """Which scenario's full render is on the module's cluster; reinstalls on a clean cluster when asked for another.
+
+    ``apply`` installs a scenario on clean nodes: the iptables or the nftables datapath.
+    """
+
+    def __init__(self, topo: Topology, apply: Callable[[Topology, ClusterState], object]) -> None:
+        self.topo = topo
+        self.apply = apply
+        self.name: str | None = None
+
+    def ensure(self, name: str) -> None:
+        if self.name != name:
+            self.fresh(name)
+
+    def fresh(self, name: str) -> ClusterState:
+        self.name = None
+        self.topo.reset()  # flushes every ruleset (ours too) and re-adds the CNI masquerade
+        state = scenario_state(name)
+        self.apply(self.topo, state)
+        self.name = name
+        return state
+
+    def invalidate(self) -> None:
+        self.name = None
 
 
 def probe(topo: Topology, pod: Role, destination: str, proto: Proto, timeout: float = 2.0) -> str | None:

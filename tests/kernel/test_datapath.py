@@ -27,7 +27,7 @@ from egress_rules.plan import DriftKind, plan, render_plan
 
 from .cases import CASES, PacketCase, scenario_state
 from .cluster import apply_state, converge_state, eip_placement, place_eips, rulesets
-from .datapath_support import PORT, flow_packets, probe
+from .datapath_support import PORT, Installed, flow_packets, probe
 from .flows import Captured, FlowClient, FlowServer, settle
 from .kernel_node import apply_outputs, converge_node, dump_node, normalised, observe_node
 from .topology import ADDRESSES, NODE_ROLES, TUNNEL_DEVICE, UNDERLAY_DEVICE, Family, NodeRole, Role, Topology
@@ -43,34 +43,9 @@ def is_pod_address(address: str) -> bool:
     return ip in (CLUSTER4 if ip.version == 4 else CLUSTER6)
 
 
-class Installed:
-    """Which scenario's full render is on the module's cluster; reinstalls on a clean cluster when asked for another."""
-
-    def __init__(self, topo: Topology) -> None:
-        self.topo = topo
-        self.name: str | None = None
-
-    def ensure(self, name: str) -> ClusterState:
-        state = scenario_state(name)
-        if self.name != name:
-            self.fresh(name)
-        return state
-
-    def fresh(self, name: str) -> ClusterState:
-        self.name = None
-        self.topo.reset()
-        state = scenario_state(name)
-        apply_state(self.topo, state)
-        self.name = name
-        return state
-
-    def invalidate(self) -> None:
-        self.name = None
-
-
 @pytest.fixture(scope="module")
 def installed(topo: Topology) -> Installed:
-    return Installed(topo)
+    return Installed(topo, apply_state)
 
 
 # ---------------------------------------------------------------- the case table

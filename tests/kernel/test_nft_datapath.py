@@ -27,7 +27,7 @@ from egress_rules.plan import plan, render_plan
 
 from .cases import CASES, PacketCase, scenario_state
 from .cluster import apply_state, eip_placement, place_eips
-from .datapath_support import PORT, flow_packets, probe
+from .datapath_support import PORT, Installed, flow_packets, probe
 from .flows import Captured, FlowClient, FlowServer, settle
 from .test_nft_support import (
     apply_nft_outputs,
@@ -43,27 +43,9 @@ pytestmark = pytest.mark.kernel
 FAMILIES: tuple[Family, ...] = (4, 6)
 
 
-class Installed:
-    """Which scenario's nft render is on the module's cluster; reinstalls on a clean cluster for another."""
-
-    def __init__(self, topo: Topology) -> None:
-        self.topo = topo
-        self.name: str | None = None
-
-    def ensure(self, name: str) -> None:
-        if self.name != name:
-            self.name = None
-            self.topo.reset()  # flushes the nft ruleset (our tables too) and re-adds the CNI masquerade
-            apply_nft_state(self.topo, scenario_state(name))
-            self.name = name
-
-    def invalidate(self) -> None:
-        self.name = None
-
-
 @pytest.fixture(scope="module")
 def installed(topo: Topology) -> Installed:
-    return Installed(topo)
+    return Installed(topo, apply_nft_state)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
