@@ -31,6 +31,7 @@ from tests.fakes.node import observe_dumps
 
 from .netns import CommandError, Namespace
 from .netns import run as ns_run
+from .topology import SAVE_COMMANDS
 
 __all__ = [
     "DUMP_COMMANDS",
@@ -54,17 +55,17 @@ Dumps = dict[str, str]
 
 #: The dump keys of :func:`tests.fakes.node.observe_dumps` and the real command behind each.
 DUMP_COMMANDS: Mapping[str, tuple[str, ...]] = {
-    "iptables-save": ("iptables-save",),
-    "ip6tables-save": ("ip6tables-save",),
-    "ipset save": ("ipset", "save"),
-    "ip -4 -j rule": ("ip", "-4", "-j", "rule"),
-    "ip -6 -j rule": ("ip", "-6", "-j", "rule"),
-    "ip -4 -j route": ("ip", "-4", "-j", "route", "show", "table", "all"),
-    "ip -6 -j route": ("ip", "-6", "-j", "route", "show", "table", "all"),
+    "iptables-save": SAVE_COMMANDS["iptables"],
+    "ip6tables-save": SAVE_COMMANDS["ip6tables"],
+    "ipset save": SAVE_COMMANDS["ipset"],
+    "ip -4 -j rule": SAVE_COMMANDS["rule4"],
+    "ip -6 -j rule": SAVE_COMMANDS["rule6"],
+    "ip -4 -j route": SAVE_COMMANDS["route4"],
+    "ip -6 -j route": SAVE_COMMANDS["route6"],
 }
 _RULE_KEYS = frozenset({"priority", "src", "fwmark", "fwmask", "table", "protocol"})  # what our ip rules print
 _BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
-_LEGACY = {"iptables-save": ("iptables-legacy-save",), "ip6tables-save": ("ip6tables-legacy-save",)}
+_LEGACY = {"iptables-save": SAVE_COMMANDS["iptables-legacy"], "ip6tables-save": SAVE_COMMANDS["ip6tables-legacy"]}
 
 
 @contextlib.contextmanager
@@ -108,6 +109,8 @@ def _argv(output: Output, variant: Variant) -> tuple[str, ...]:
         return ("ip", "-4", "-batch", "-")
     if command.startswith("ip -6 -batch"):
         return ("ip", "-6", "-batch", "-")
+    if command.startswith("nft -j -f"):
+        return ("nft", "-j", "-f", "-")
     raise ValueError(f"do not know how to apply {output.name!r} ({command!r})")
 
 

@@ -10,7 +10,6 @@ nft in place of iptables and ipset.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 
 from egress_rules.backends import NFT_APPLY_ORDER, render_all
@@ -24,42 +23,25 @@ from egress_rules.plan import Plan, plan, render_plan
 from tests.fakes.nft import observe_nft_dumps
 
 from .cluster import eip_placement, place_eips
-from .netns import CommandError
+from .kernel_node import DUMP_COMMANDS, apply_outputs
 from .netns import run as ns_run
-from .topology import NODE_ROLES, NodeRole, Topology
+from .topology import NODE_ROLES, SAVE_COMMANDS, NodeRole, Topology
 
 #: The dump keys of :func:`tests.fakes.nft.observe_nft_dumps` and the real command behind each.
 NFT_DUMP_COMMANDS = {
-    "nft -j list ruleset": ("nft", "-j", "list", "ruleset"),
-    "ip -4 -j rule": ("ip", "-4", "-j", "rule"),
-    "ip -6 -j rule": ("ip", "-6", "-j", "rule"),
-    "ip -4 -j route": ("ip", "-4", "-j", "route", "show", "table", "all"),
-    "ip -6 -j route": ("ip", "-6", "-j", "route", "show", "table", "all"),
+    "nft -j list ruleset": SAVE_COMMANDS["nft"],
+    **{key: DUMP_COMMANDS[key] for key in ("ip -4 -j rule", "ip -6 -j rule", "ip -4 -j route", "ip -6 -j route")},
 }
+_NFT_DATAPATH_COMMANDS = ("nft -j -f", "ip -4 -batch", "ip -6 -batch")
 
 
 def apply_nft_outputs(ns: str, outputs: Iterable[Output], *, conntrack: bool = True) -> int:
     """Apply nft-datapath outputs (full render or plan) in ``ns`` in order; returns conntrack entries deleted."""
-    deleted = 0
+    outputs = tuple(outputs)
     for output in outputs:
-        command = output.command
-        if command.startswith("nft -j -f"):
-            ns_run(ns, "nft", "-j", "-f", "-", input=output.text)
-        elif command.startswith(("ip -4 -batch", "ip -6 -batch")):
-            ns_run(ns, "ip", command.split()[1], "-batch", "-", input=output.text)
-        elif output.name == "conntrack.commands":
-            if not conntrack:
-                continue
-            for line in output.text.splitlines():
-                argv = shlex.split(line)
-                proc = ns_run(ns, *argv, check=False)
-                if proc.returncode not in (0, 1):  # 1: nothing matched
-                    raise CommandError(argv, proc.returncode, proc.stdout, proc.stderr)
-                words = proc.stderr.split()
-                deleted += int(words[words.index("flow") - 1]) if "flow" in words else 0
-        else:
-            raise ValueError(f"not an nft-datapath output: {output.name} ({command})")
-    return deleted
+        if output.name != "conntrack.commands" and not output.command.startswith(_NFT_DATAPATH_COMMANDS):
+            raise ValueError(f"not an nft-datapath output: {output.name} ({output.command})")
+    return sum(result.deleted for result in apply_outputs(ns, outputs, conntrack=conntrack))
 
 
 def nft_dumps(ns: str) -> dict[str, str]:
