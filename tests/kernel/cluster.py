@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from egress_rules.backends import render_all
+from egress_rules.backends import APPLY_ORDER, render_all
 from egress_rules.backends.base import Output
 from egress_rules.compiler import compile
 from egress_rules.model.cluster import ClusterState
@@ -67,12 +67,13 @@ def rulesets(state: ClusterState) -> dict[NodeRole, RuleSet]:
     return {node: compile(state, node) for node in NODE_ROLES}
 
 
-def apply_state(topo: Topology, state: ClusterState, *, variant: Variant = "nft") -> dict[NodeRole, RuleSet]:
-    """Place the EIPs and apply every node's full render (a first install on clean nodes)."""
+def apply_state(topo: Topology, state: ClusterState, *, variant: Variant = "nft",
+                formats: tuple[str, ...] = APPLY_ORDER) -> dict[NodeRole, RuleSet]:
+    """Place the EIPs and apply every node's full render of ``formats`` (a first install on clean nodes)."""
     place_eips(topo, eip_placement(state))
     compiled = rulesets(state)
     for node, ruleset in compiled.items():
-        apply_outputs(topo.ns(node), render_all(ruleset), variant=variant)
+        apply_outputs(topo.ns(node), render_all(ruleset, formats), variant=variant)
     return compiled
 
 

@@ -26,14 +26,13 @@ from egress_rules.compiler import compile
 from egress_rules.plan import plan, render_plan
 
 from .cases import CASES, PacketCase, scenario_state
-from .cluster import apply_state, eip_placement, place_eips
+from .cluster import apply_state, eip_placement, place_eips, rulesets
 from .datapath_support import PORT, Installed, flow_packets, probe
 from .flows import Captured, FlowClient, FlowServer, settle
 from .test_nft_support import (
     apply_nft_outputs,
     apply_nft_state,
     converge_nft_state,
-    nft_rulesets,
     observe_nft_node,
 )
 from .topology import ADDRESSES, NODE_ROLES, TUNNEL_DEVICE, Family, NodeRole, Role, Topology
@@ -104,7 +103,7 @@ def test_removing_a_policy_under_a_live_flow(family: Family, topo: Topology, ins
         removed = attrs.evolve(state, policies=[])
         place_eips(topo, eip_placement(removed))
         deleted = {}
-        for node, ruleset in nft_rulesets(removed).items():
+        for node, ruleset in rulesets(removed).items():
             outputs = render_plan(plan(ruleset, observe_nft_node(topo.ns(node), ruleset.config)), ruleset.config)
             deleted[node] = apply_nft_outputs(topo.ns(node), outputs)
         assert deleted["node-a"] >= 1 and deleted["node-b"] >= 1, deleted  # the flow's entries on both nodes

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from egress_rules.backends import NFT_APPLY_ORDER, render_all
+from egress_rules.backends import NFT_APPLY_ORDER
 from egress_rules.backends.base import Output
-from egress_rules.compiler import compile
 from egress_rules.model.cluster import ClusterState
 from egress_rules.model.config import Config
 from egress_rules.model.ruleset import RuleSet
@@ -22,10 +21,10 @@ from egress_rules.observed import ObservedState
 from egress_rules.plan import Plan, plan, render_plan
 from tests.fakes.nft import observe_nft_dumps
 
-from .cluster import eip_placement, place_eips
+from .cluster import apply_state, eip_placement, place_eips, rulesets
 from .kernel_node import DUMP_COMMANDS, apply_outputs
 from .netns import run as ns_run
-from .topology import NODE_ROLES, SAVE_COMMANDS, NodeRole, Topology
+from .topology import SAVE_COMMANDS, NodeRole, Topology
 
 #: The dump keys of :func:`tests.fakes.nft.observe_nft_dumps` and the real command behind each.
 NFT_DUMP_COMMANDS = {
@@ -59,21 +58,13 @@ def converge_nft_node(ns: str, desired: RuleSet, *, conntrack: bool = True) -> P
     return current
 
 
-def nft_rulesets(state: ClusterState) -> dict[NodeRole, RuleSet]:
-    return {node: compile(state, node) for node in NODE_ROLES}
-
-
 def apply_nft_state(topo: Topology, state: ClusterState) -> dict[NodeRole, RuleSet]:
     """Place the EIPs and apply every node's full nft render (nft + ip batches) on clean nodes."""
-    place_eips(topo, eip_placement(state))
-    compiled = nft_rulesets(state)
-    for node, ruleset in compiled.items():
-        apply_nft_outputs(topo.ns(node), render_all(ruleset, NFT_APPLY_ORDER))
-    return compiled
+    return apply_state(topo, state, formats=NFT_APPLY_ORDER)
 
 
 def converge_nft_state(topo: Topology, state: ClusterState, *, conntrack: bool = True) -> dict[NodeRole, Plan]:
     """Move the EIPs, then converge every node through the planner."""
     place_eips(topo, eip_placement(state))
     return {node: converge_nft_node(topo.ns(node), ruleset, conntrack=conntrack)
-            for node, ruleset in nft_rulesets(state).items()}
+            for node, ruleset in rulesets(state).items()}
