@@ -123,7 +123,7 @@ def test_compiled_comments_fit_every_backend_and_keep_the_owner_marker(namespace
     check_outputs(ruleset, render_all(ruleset, ALL_FORMATS))
 
 
-def _with_comment(ruleset: RuleSet, comment: str) -> RuleSet:
+def with_comment(ruleset: RuleSet, comment: str) -> RuleSet:
     """``ruleset`` with every rule's comment replaced (a caller may build a RuleSet by hand)."""
     families = []
     for rules in ruleset.families:
@@ -144,7 +144,7 @@ BASE = compile(build_state({}), "node-a", build_config({}))
 def test_the_nft_backend_cuts_any_comment_at_a_character_boundary_within_128_bytes(comment: str) -> None:
     import json
 
-    [output] = NftablesBackend().render(_with_comment(BASE, comment))
+    [output] = NftablesBackend().render(with_comment(BASE, comment))
     written = {c["add"]["rule"]["comment"] for c in json.loads(output.text)["nftables"] if "rule" in c.get("add", {})}
     assert written == {truncate_utf8(comment, NFT_COMMENT_MAX)}
     [text] = written
@@ -154,7 +154,7 @@ def test_the_nft_backend_cuts_any_comment_at_a_character_boundary_within_128_byt
 
 @given(comment=st.text(st.sampled_from("abc XYZ-:/.0"), min_size=1, max_size=600))
 def test_the_iptables_backend_cuts_an_ascii_comment_at_255_bytes(comment: str) -> None:
-    ruleset = _with_comment(BASE, comment)
+    ruleset = with_comment(BASE, comment)
     [output] = IptablesBackend(Family.IPV4).render(ruleset)
     expected = f'--comment "{comment[:IPTABLES_COMMENT_MAX]}" '
     rules = [line for line in output.text.splitlines() if line.startswith(("-A ", "-I "))]

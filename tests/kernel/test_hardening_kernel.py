@@ -25,7 +25,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import attrs
 import pytest
 
 from egress_rules.backends import APPLY_ORDER, render_all
@@ -48,7 +47,7 @@ from egress_rules.observed import (
     parse_nft_list,
 )
 from egress_rules.plan import plan, render_plan
-from tests.test_hardening_limits import LONGEST, big_state, source_set
+from tests.test_hardening_limits import LONGEST, big_state, source_set, with_comment
 from tests.test_hardening_render import build_config, build_state, check_outputs
 
 from .netns import CommandError, Namespace
@@ -163,7 +162,7 @@ def test_comments_at_the_byte_limits_load_and_longer_ones_are_not_stored_whole()
             assert saved == [f'-A C -m comment --comment "{at_limit}" -j ACCEPT',
                              f'-A D -m comment --comment "{at_limit}" -j ACCEPT'], saved
         for comment in ("n" * NFT_COMMENT_MAX, "é" * (NFT_COMMENT_MAX // 2), "a" * (NFT_COMMENT_MAX - 1) + "€"):
-            ruleset = _with_all_comments(compile(build_state({}), "node-a", build_config({})), comment)
+            ruleset = with_comment(compile(build_state({}), "node-a", build_config({})), comment)
             [output] = render_all(ruleset, ("nft",))
             ns.run("nft", "-j", "-f", "-", input=output.text, timeout=TIMEOUT)
             listed = json.loads(ns.run("nft", "-j", "list", "ruleset").stdout)["nftables"]
@@ -176,16 +175,6 @@ def test_comments_at_the_byte_limits_load_and_longer_ones_are_not_stored_whole()
         too_long = 'table ip cmt_check { chain c { accept comment "' + "z" * (NFT_COMMENT_MAX + 1) + '" } }\n'
         with pytest.raises(CommandError, match="comment too long"):
             ns.run("nft", "-c", "-f", "-", input=too_long, timeout=TIMEOUT)
-
-
-def _with_all_comments(ruleset: RuleSet, comment: str) -> RuleSet:
-    families = []
-    for rules in ruleset.families:
-        chains = tuple(attrs.evolve(c, rules=tuple(attrs.evolve(r, comment=comment) for r in c.rules))
-                       for c in rules.chains)
-        hooks = tuple(attrs.evolve(h, rule=attrs.evolve(h.rule, comment=comment)) for h in rules.hooks)
-        families.append(attrs.evolve(rules, chains=chains, hooks=hooks))
-    return attrs.evolve(ruleset, families=tuple(families))
 
 
 # ------------------------------------------------------------------ maxelem
