@@ -315,20 +315,6 @@ def _popen(ns: str, *args: str, stdin: int | IO[str] | None, stdout: int | IO[st
     )
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
-
-
 class FlowServer:
     """The serve half in namespace ``ns``; :meth:`captured` lists what arrived so far.
 
@@ -359,7 +345,9 @@ class FlowServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._proc is not None:
-            _stop(self._proc)
+            from .netns import stop_process  # package-relative; the script part is stdlib only
+
+            stop_process(self._proc)
             self._proc = None
         if self._log is not None:
             self._log.close()
@@ -442,7 +430,9 @@ class FlowClient:
                 with contextlib.suppress(OSError):
                     self._proc.stdin.write("quit\n")
                     self._proc.stdin.flush()
-            _stop(self._proc)
+            from .netns import stop_process  # package-relative; the script part is stdlib only
+
+            stop_process(self._proc)
             self._proc = None
         if self._errors is not None:
             self._errors.close()

@@ -142,6 +142,21 @@ def ip(
     return _exec(("ip", "-n", ns, *args), input, timeout, check)
 
 
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """Terminate a process a test started (killed if it lingers past 5 s) and close its pipes."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
 def list_namespaces() -> list[str]:
     """Names of all network namespaces known to ``ip netns``."""
     out = _exec(("ip", "netns", "list"), None, DEFAULT_TIMEOUT, True).stdout

@@ -36,7 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, get_args
 
-from .netns import DEFAULT_TIMEOUT, CommandError, Namespace, new_run_token
+from .netns import DEFAULT_TIMEOUT, CommandError, Namespace, new_run_token, stop_process
 from .netns import ip as ns_ip
 from .netns import run as ns_run
 from .probe import ProbeOutcome, Proto, run_probe
@@ -485,14 +485,7 @@ class Topology:
     def _stop_echo(self) -> None:
         proc, self._echo = self._echo, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop_process(proc)
         if self._echo_log is not None:
             self._echo_log.close()
             self._echo_log = None
