@@ -25,9 +25,9 @@ from egress_rules.gcpause import without_gc
 from egress_rules.model.addresses import Cidr, Family
 from egress_rules.model.cluster import ClusterState, Endpoint, PolicyKey
 from egress_rules.model.config import DEFAULT_CONFIG, Config
-from egress_rules.model.ruleset import FamilyRuleSet, NetfilterTable, Role, RuleBody, RuleSet, SetMatch
+from egress_rules.model.ruleset import FamilyRuleSet, Role, RuleBody, RuleSet, SetMatch
 from egress_rules.plan.model import ConntrackFlush, Plan, SetOp
-from egress_rules.plan.planner import _is_decision, ipset_entries, region_changes, sorted_flushes
+from egress_rules.plan.planner import decision_rules, ipset_entries, region_changes, sorted_flushes
 from egress_rules.plan.transition import plan_transition, set_change
 
 
@@ -65,12 +65,9 @@ class NodeCompiler:
         self._set_slot = {(rules.family, s.name): i for rules in ruleset.families for i, s in enumerate(rules.sets)}
         self._decisions: dict[tuple[Family, PolicyKey], list[RuleBody]] = {}
         for rules in ruleset.families:
-            for table, name in ((NetfilterTable.MANGLE, self._config.chains.mark_request),
-                                (NetfilterTable.NAT, self._config.chains.snat_eip)):
-                chain = rules.chain(table, name)
-                for rule in chain.rules if chain else ():
-                    if rule.provenance.policy is not None and _is_decision(rule.body):
-                        self._decisions.setdefault((rules.family, rule.provenance.policy), []).append(rule.body)
+            for rule in decision_rules(rules, self._config):
+                if rule.provenance.policy is not None:
+                    self._decisions.setdefault((rules.family, rule.provenance.policy), []).append(rule.body)
         self._families = {p.key: policy_families(p, self._nodes[p.gateway_node], self._config)
                           for p in state.policies}
         self._warnings = {p.key: tuple(policy_warnings(p, self._families[p.key], self._nodes))

@@ -27,6 +27,11 @@ class NetfilterTable(enum.Enum):
     NAT = "nat"
 
 
+def decision_chains(config: Config) -> tuple[tuple[NetfilterTable, str], ...]:
+    """The chains whose rules decide a flow's egress: mangle mark-request and nat SNAT-EIP."""
+    return ((NetfilterTable.MANGLE, config.chains.mark_request), (NetfilterTable.NAT, config.chains.snat_eip))
+
+
 class BuiltinChain(enum.Enum):
     PREROUTING = "PREROUTING"
     INPUT = "INPUT"

@@ -67,6 +67,7 @@ from egress_rules.model.ruleset import (
     Rule,
     RuleBody,
     RuleSet,
+    decision_chains,
 )
 from egress_rules.observed.nft import NftChain, NftHook, NftRuleset, NftTable
 from egress_rules.plan.model import (
@@ -309,7 +310,7 @@ DecisionInputs = tuple[Family, list[RuleBody], list[RuleBody], dict[str, frozens
 
 def decision_inputs(desired: RuleSet, observed: NftRuleset) -> Iterator[DecisionInputs]:
     """Per family and decision chain (mark request, SNAT): old and new bodies, old and new set members."""
-    names = (desired.config.chains.mark_request, desired.config.chains.snat_eip)
+    names = [name for _, name in decision_chains(desired.config)]
     for family in Family:
         rules, table = desired.family(family), observed.table(family)
         if rules is None and table is None:

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from egress_rules.backends.ipset import maxelem_for
 from egress_rules.errors import InvalidInputError
 from egress_rules.model.addresses import Cidr, Family, split_zero_prefix
+from egress_rules.model.config import Config
 from egress_rules.model.ruleset import (
     BuiltinChain,
     Chain,
@@ -44,6 +45,7 @@ from egress_rules.model.ruleset import (
     RuleSet,
     SetMatch,
     Snat,
+    decision_chains,
 )
 from egress_rules.observed.ipset import ObservedSet
 from egress_rules.observed.iptables import IptablesDump, SavedChain, SavedRule, SavedTable
@@ -89,8 +91,7 @@ def plan(desired: RuleSet, observed: ObservedState) -> Plan:
     for rules in desired.families:
         if rules.family not in observed.iptables:
             raise InvalidInputError("observed state", f"{rules.family.label} iptables dump missing")
-        if rules.family not in observed.ip_rules or rules.family not in observed.routes:
-            raise InvalidInputError("observed state", f"{rules.family.label} ip rules or routes missing")
+    _check_routing_read(desired, observed)
 
     iptables = []
     for family, dump in sorted(observed.iptables.items()):
@@ -442,6 +443,17 @@ def _is_decision(body: RuleBody) -> bool:
                                                      and any(isinstance(m, SetMatch) for m in body.matches))
 
 
+def decision_rules(rules: FamilyRuleSet | None, config: Config) -> list[Rule]:
+    """The rules of :func:`decision_chains` that decide a flow's egress, in chain order."""
+    if rules is None:
+        return []
+    found: list[Rule] = []
+    for table, name in decision_chains(config):
+        chain = rules.chain(table, name)
+        found += [r for r in chain.rules if _is_decision(r.body)] if chain else []
+    return found
+
+
 def _plan_conntrack(desired: RuleSet, observed: ObservedState) -> tuple[ConntrackFlush, ...]:
     """Flows whose egress decision (mark for a gateway, local gateway, SNAT) may have changed."""
     old_sets = {s.name: s.members for s in observed.ipsets if s.owned}
@@ -449,9 +461,7 @@ def _plan_conntrack(desired: RuleSet, observed: ObservedState) -> tuple[Conntrac
     for family, dump in observed.iptables.items():
         rules = desired.family(family)
         new_sets = {s.name: ipset_entries(s) for s in rules.sets} if rules else {}
-        config = desired.config
-        for table, name in ((NetfilterTable.MANGLE, config.chains.mark_request),
-                            (NetfilterTable.NAT, config.chains.snat_eip)):
+        for table, name in decision_chains(desired.config):
             saved_table = dump.table(table.value)
             old = [b for b in _decisions(saved_table.chain(name) if saved_table else None) if _is_decision(b)]
             new = [b for b in _decisions(rules.chain(table, name) if rules else None) if _is_decision(b)]

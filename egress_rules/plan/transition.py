@@ -37,9 +37,9 @@ from egress_rules.plan.model import (
 from egress_rules.plan.planner import (
     _FROM_ALL,
     _flushes,
-    _is_decision,
     _plan_routing,
     _plan_table,
+    decision_rules,
     ipset_entries,
     region_changes,
     sorted_flushes,
@@ -170,18 +170,6 @@ def _observed_routing(family: Family, rules: FamilyRuleSet | None) -> ObservedSt
     return ObservedState(ip_rules={family: ip_rules}, routes={family: routes})
 
 
-def _decision_bodies(rules: FamilyRuleSet | None, config: Config) -> list[RuleBody]:
-    """The rules that decide a flow's egress (the same chains the planner watches)."""
-    if rules is None:
-        return []
-    bodies: list[RuleBody] = []
-    for table, name in ((NetfilterTable.MANGLE, config.chains.mark_request),
-                        (NetfilterTable.NAT, config.chains.snat_eip)):
-        chain = rules.chain(table, name)
-        bodies += [r.body for r in chain.rules if _is_decision(r.body)] if chain else []
-    return bodies
-
-
 def _conntrack(family: Family, old: FamilyRuleSet | None, new: FamilyRuleSet | None, *,
                changed_sets: list[tuple[IPSet | None, IPSet | None]], chains_same: bool,
                config: Config) -> set[ConntrackFlush]:
@@ -189,7 +177,7 @@ def _conntrack(family: Family, old: FamilyRuleSet | None, new: FamilyRuleSet | N
     changed_names = {ipset.name for pair in changed_sets for ipset in pair if ipset is not None}
     if not changed_names and chains_same:
         return set()
-    old_bodies = _decision_bodies(old, config)
+    old_bodies = [r.body for r in decision_rules(old, config)]
     if chains_same:
         # Only the rules naming a changed set can change their decisions; read just their sets.
         touched = [body for body in old_bodies if _set_names(body) & changed_names]
@@ -197,7 +185,7 @@ def _conntrack(family: Family, old: FamilyRuleSet | None, new: FamilyRuleSet | N
         old_entries, new_entries = _entries(old, names), _entries(new, names)
         return {ConntrackFlush(family, *region)
                 for body in touched for region in region_changes(body, old_entries, new_entries)}
-    new_bodies = _decision_bodies(new, config)
+    new_bodies = [r.body for r in decision_rules(new, config)]
     names = {name for body in (*old_bodies, *new_bodies) for name in _set_names(body)}
     return _flushes(family, old_bodies, new_bodies, _entries(old, names), _entries(new, names))
 
