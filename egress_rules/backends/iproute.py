@@ -11,7 +11,7 @@ files applied with ``ip -4 -batch`` and ``ip -6 -batch``. Routes use
 from __future__ import annotations
 
 from egress_rules.backends.base import Output
-from egress_rules.model.addresses import Family
+from egress_rules.model.addresses import Cidr, Family
 from egress_rules.model.ruleset import FamilyRuleSet, IPRule, Route, RuleSet
 
 
@@ -20,8 +20,13 @@ def rule_args(rule: IPRule) -> str:
             f"protocol {rule.protocol}")
 
 
+def route_destination(destination: Cidr) -> str:
+    """A route's destination as ``ip route`` writes it (``default`` for a zero-length prefix)."""
+    return "default" if destination.prefixlen == 0 else str(destination)
+
+
 def route_args(route: Route) -> str:
-    destination = "default" if route.destination.prefixlen == 0 else str(route.destination)
+    destination = route_destination(route.destination)
     return f"{destination} via {route.via} dev {route.device} table {route.table} proto {route.protocol}"
 
 

@@ -110,6 +110,11 @@ def render_family(ruleset: RuleSet, rules: FamilyRuleSet, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tool_name(family: Family) -> str:
+    """``iptables`` or ``ip6tables``: the prefix of the family's restore and save commands."""
+    return "iptables" if family is Family.IPV4 else "ip6tables"
+
+
 class IptablesBackend:
     """``iptables-restore`` text (IPv4) or ``ip6tables-restore`` text (IPv6)."""
 
@@ -118,7 +123,7 @@ class IptablesBackend:
 
     @property
     def name(self) -> str:
-        return "iptables" if self.family is Family.IPV4 else "ip6tables"
+        return tool_name(self.family)
 
     def render(self, ruleset: RuleSet) -> tuple[Output, ...]:
         rules = ruleset.family(self.family)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 
 from egress_rules.backends.base import Output
-from egress_rules.backends.iproute import command_for, route_args, rule_args
+from egress_rules.backends.iproute import command_for, route_args, route_destination, rule_args
+from egress_rules.backends.ipset import COMMAND as IPSET_COMMAND
 from egress_rules.backends.ipset import create_line, maxelem_for, render_set
-from egress_rules.backends.iptables import render_rule
+from egress_rules.backends.iptables import render_rule, tool_name
 from egress_rules.compiler import naming
 from egress_rules.errors import UnsupportedError
-from egress_rules.model.addresses import Family
 from egress_rules.model.config import Config
 from egress_rules.plan.model import (
     AddIPRule,
@@ -111,8 +111,7 @@ def _route_op(op: RouteOp) -> str:
     if isinstance(op, ReplaceRoute):
         return f"route replace {route_args(op.route)}"
     if isinstance(op, DeleteRoute):
-        destination = "default" if op.destination.prefixlen == 0 else str(op.destination)
-        return f"route del {destination} table {op.table} proto {op.protocol}"
+        return f"route del {route_destination(op.destination)} table {op.table} proto {op.protocol}"
     raise TypeError(f"unknown routing operation {op!r}")
 
 
@@ -159,13 +158,13 @@ def render_plan(plan: Plan, config: Config) -> tuple[Output, ...]:
     """The plan's outputs in apply order; empty for an empty plan. Nothing is returned if any part fails."""
     outputs: list[Output] = []
     if plan.sets_before:
-        outputs.append(Output("ipset-before.restore", "ipset restore", "\n".join(_set_ops(plan.sets_before, config))
+        outputs.append(Output("ipset-before.restore", IPSET_COMMAND, "\n".join(_set_ops(plan.sets_before, config))
                               + "\n"))
     for routing in plan.routing:
         outputs.append(Output(f"iproute-{routing.family.suffix}.delta", f"{command_for(routing.family)} FILE",
                               render_routing_delta(routing)))
     for delta in plan.iptables:
-        name = "iptables" if delta.family is Family.IPV4 else "ip6tables"
+        name = tool_name(delta.family)
         outputs.append(Output(f"{name}.delta", f"{name}-restore --noflush", render_iptables_delta(delta)))
     if plan.nft:
         outputs.append(Output("nftables.delta.json", "nft -j -f", render_nft_batch(plan.nft, config)))
@@ -173,7 +172,7 @@ def render_plan(plan: Plan, config: Config) -> tuple[Output, ...]:
         outputs.append(Output(f"iproute-{routing.family.suffix}-after.delta", f"{command_for(routing.family)} FILE",
                               render_routing_delta(routing)))
     if plan.sets_after:
-        outputs.append(Output("ipset-after.restore", "ipset restore", "\n".join(_set_ops(plan.sets_after, config))
+        outputs.append(Output("ipset-after.restore", IPSET_COMMAND, "\n".join(_set_ops(plan.sets_after, config))
                               + "\n"))
     if plan.conntrack:
         outputs.append(Output("conntrack.commands", "each line is one command; exit status 1 means no entry matched",
