@@ -37,7 +37,6 @@ happens entirely or not at all.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -70,6 +69,7 @@ from egress_rules.model.ruleset import (
     decision_chains,
 )
 from egress_rules.observed.nft import NftChain, NftHook, NftRuleset, NftTable
+from egress_rules.plan.edits import EditKind, edit_script
 from egress_rules.plan.model import (
     AddNftChain,
     AddNftElements,
@@ -280,26 +280,21 @@ def _edit_chain(family: Family, chain: DesiredChain, observed: NftChain, drift: 
         return []
     subject = _subject(family, f"chain {chain.name}")
     ops: list[NftOp] = []
-    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
+    for step in edit_script(old, new):
+        if step.kind is EditKind.INSERT:
+            rule = chain.rules[step.new]
+            ops.append(AppendNftRule(family, chain.name, rule, chain.nat) if step.anchor is None
+                       else InsertNftRule(family, chain.name, observed.rules[step.anchor].handle, rule, chain.nat))
+            drift.append(Drift(DriftKind.MISSING, subject, f"rule {step.new + 1} ({rule.comment})"))
             continue
-        # Opcodes alternate with "equal" ones, so the rule after a changed block is kept: a stable anchor.
-        anchor = observed.rules[i2].handle if i2 < len(observed.rules) else None
-        common = min(i2 - i1, j2 - j1) if tag == "replace" else 0
-        for k in range(common):
-            old_rule = observed.rules[i1 + k]
-            ops.append(ReplaceNftRule(family, chain.name, old_rule.handle, chain.rules[j1 + k], chain.nat))
+        assert step.old is not None
+        old_rule = observed.rules[step.old]
+        if step.kind is EditKind.REPLACE:
+            ops.append(ReplaceNftRule(family, chain.name, old_rule.handle, chain.rules[step.new], chain.nat))
             drift.append(Drift(DriftKind.MODIFIED, subject, f"rule handle {old_rule.handle}: {old_rule.text}"))
-        for k in range(common, i2 - i1):
-            old_rule = observed.rules[i1 + k]
+        else:
             ops.append(DeleteNftRule(family, chain.name, old_rule.handle))
             drift.append(Drift(DriftKind.EXTRA, subject, f"rule handle {old_rule.handle}: {old_rule.text}"))
-        for k in range(common, j2 - j1):
-            rule = chain.rules[j1 + k]
-            ops.append(AppendNftRule(family, chain.name, rule, chain.nat) if anchor is None
-                       else InsertNftRule(family, chain.name, anchor, rule, chain.nat))
-            drift.append(Drift(DriftKind.MISSING, subject, f"rule {j1 + k + 1} ({rule.comment})"))
     return ops
 
 

@@ -52,6 +52,7 @@ from egress_rules.observed.iptables import IptablesDump, SavedChain, SavedRule, 
 from egress_rules.observed.nft import NftRuleset
 from egress_rules.observed.state import ObservedState
 from egress_rules.plan import nft
+from egress_rules.plan.edits import EditKind, edit_script
 from egress_rules.plan.model import (
     AddIPRule,
     AddMembers,
@@ -218,26 +219,20 @@ def _edit_chain(subject: str, chain: str, observed: Sequence[SavedRule], desired
     if old == new:
         return []
     ops: list[TableOp] = []
-    length = len(old)
-    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        removed, added = i2 - i1, j2 - j1
-        common = min(removed, added) if tag == "replace" else 0
-        for k in range(common):
-            ops.append(ReplaceRule(chain, j1 + 1 + k, desired[j1 + k]))
-            drift.append(Drift(DriftKind.MODIFIED, subject, f"rule {j1 + 1 + k} differs: {observed[i1 + k].text}"))
-        for k in range(removed - common):
-            ops.append(DeleteRule(chain, j1 + common + 1))
-            drift.append(Drift(DriftKind.EXTRA, subject, f"rule {observed[i1 + common + k].text}"))
-            length -= 1
-        for k in range(common, added):
-            position = j1 + 1 + k
-            rule = desired[j1 + k]
-            ops.append(AppendRule(chain, rule) if position == length + 1 else InsertRule(chain, position, rule))
+    for step in edit_script(old, new):
+        position = step.new + 1
+        if step.kind is EditKind.REPLACE:
+            assert step.old is not None
+            ops.append(ReplaceRule(chain, position, desired[step.new]))
+            drift.append(Drift(DriftKind.MODIFIED, subject, f"rule {position} differs: {observed[step.old].text}"))
+        elif step.kind is EditKind.DELETE:
+            assert step.old is not None
+            ops.append(DeleteRule(chain, position))
+            drift.append(Drift(DriftKind.EXTRA, subject, f"rule {observed[step.old].text}"))
+        else:
+            rule = desired[step.new]
+            ops.append(AppendRule(chain, rule) if step.anchor is None else InsertRule(chain, position, rule))
             drift.append(Drift(DriftKind.MISSING, subject, f"rule {position} ({rule.comment})"))
-            length += 1
     return ops
 
 
