@@ -20,6 +20,7 @@ from egress_rules.model.cluster import ClusterState
 from egress_rules.model.config import Config
 from egress_rules.model.ruleset import RuleSet
 from egress_rules.observed import ObservedState
+from egress_rules.observed.iproute import ObservedIPRule
 from egress_rules.plan import ConntrackFlush, plan, render_plan
 from egress_rules.plan.model import (
     AddNftChain,
@@ -66,6 +67,17 @@ def foreign_parts(node: FakeNftNode) -> dict[str, Any]:
     }
 
 
+def owned_ip_rules(observed: ObservedState, family: Family) -> list[ObservedIPRule]:
+    """Our ip rules, in priority order; rules of one priority in any order.
+
+    The kernel lists rules of equal priority in the order they were added, so a
+    node that gained a gateway later lists its rule after the older ones; ours
+    match disjoint marks, so their order among themselves changes nothing.
+    """
+    return sorted((r for r in observed.ip_rules[family] if r.owned),
+                  key=lambda r: (r.priority, r.mark or 0, r.mask or 0, r.table or 0, r.protocol or 0, r.selectors))
+
+
 def owned_mismatches(node: FakeNftNode, desired: RuleSet) -> list[str]:
     """Our objects on the node against the full render loaded into a fresh fake (no planner involved)."""
     reference = FakeNftNode()
@@ -75,7 +87,7 @@ def owned_mismatches(node: FakeNftNode, desired: RuleSet) -> list[str]:
     problems = [f"nft {family.label}" for family in Family
                 if ours_snapshot(have.nft).get(family) != reference_snapshot(desired).get(family)]
     for family in Family:
-        if [r for r in have.ip_rules[family] if r.owned] != [r for r in want.ip_rules[family] if r.owned]:
+        if owned_ip_rules(have, family) != owned_ip_rules(want, family):
             problems.append(f"{family.label} ip rules")
         if [r for r in have.routes[family] if r.owned] != [r for r in want.routes[family] if r.owned]:
             problems.append(f"{family.label} routes")
